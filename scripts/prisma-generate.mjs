@@ -1,0 +1,14 @@
+// Runs `prisma generate` without letting the CLI download its schema engine.
+// Generate never executes that engine, but the CLI insists that one exists unless
+// PRISMA_SCHEMA_ENGINE_BINARY names a file, so point it at this script when unset.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const env = { ...process.env };
+env.PRISMA_SCHEMA_ENGINE_BINARY ??= fileURLToPath(import.meta.url);
+env.PRISMA_HIDE_UPDATE_MESSAGE = '1';
+const cli = require.resolve('prisma/build/index.js');
+const result = spawnSync(process.execPath, [cli, 'generate'], { stdio: 'inherit', env });
+process.exit(result.status ?? 1);

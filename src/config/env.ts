@@ -1,0 +1,193 @@
+import Type, { type Static } from 'typebox';
+import Value from 'typebox/value';
+
+/**
+ * The one environment schema. Everything the broker can be told comes through here,
+ * is validated once at boot, and is handed on as a typed `Config`; nothing deeper
+ * in the code reads `process.env`.
+ */
+
+const Int = (opts: { default?: number; minimum?: number; maximum?: number }) =>
+  Type.Integer({ minimum: 1, ...opts });
+
+export const DEFAULT_RESERVED_SLUGS = [
+  // infrastructure and mail
+  'www', 'api', 'admin', 'mail', 'smtp', 'imap', 'pop', 'pop3', 'mx', 'ns', 'ns1', 'ns2', 'dns',
+  'ftp', 'sftp', 'ssh', 'vpn', 'proxy', 'gateway', 'cdn', 'static', 'assets', 'media', 'img',
+  'autodiscover', 'autoconfig', 'webmail', 'email', 'postmaster', 'hostmaster', 'webmaster', 'abuse',
+  'root', 'localhost', 'broker', 'tunnel', 'tunnels', 'metrics', 'status', 'health', 'docs',
+  // names people trust: the usual phishing bait
+  'login', 'signin', 'sign-in', 'signup', 'auth', 'oauth', 'sso', 'account', 'accounts', 'id',
+  'secure', 'security', 'verify', 'verification', 'password', 'reset', 'billing', 'pay', 'payment',
+  'payments', 'checkout', 'wallet', 'bank', 'support', 'help', 'helpdesk', 'portal', 'dashboard',
+  'console', 'app', 'apps', 'my', 'internal', 'intranet', 'staff', 'hr', 'it', 'update', 'updates',
+  'download', 'downloads', 'official', 'cloudflare', 'google', 'microsoft', 'apple', 'paypal',
+  'github', 'office', 'outlook',
+] as const;
+
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], {
+    default: 'development',
+  }),
+  PORT: Int({ default: 3000, maximum: 65535 }),
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
+  /** Which loops this process runs: the HTTP API, the reaper, or both (`all`). */
+  BROKER_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('reaper')], { default: 'all' }),
+  DATABASE_URL: Type.String({ default: 'postgresql://postgres@127.0.0.1:5432/tunnel_broker', pattern: '^postgres(ql)?://' }),
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+  REDIS_KEY_PREFIX: Type.String({ default: 'tb:', maxLength: 64 }),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  CLOUDFLARE_API_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  CLOUDFLARE_ACCOUNT_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
+  CLOUDFLARE_ZONE_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
+  TUNNEL_DOMAIN: Type.Optional(
+    Type.String({ pattern: '^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' }),
+  ),
+  CLOUDFLARE_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  CLOUDFLARE_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 120_000 }),
+  CLOUDFLARE_MAX_RETRIES: Type.Integer({ default: 2, minimum: 0, maximum: 10 }),
+  /** Upstream tunnel names are `<prefix><row id>`, which is how the broker knows its own. */
+  TUNNEL_NAME_PREFIX: Type.String({ default: 'tb-', pattern: '^[a-z0-9][a-z0-9-]{0,30}$' }),
+  HEARTBEAT_INTERVAL_SECONDS: Int({ default: 20, maximum: 3600 }),
+  TUNNEL_TTL_SECONDS: Int({ default: 60, maximum: 86_400 }),
+  REAPER_INTERVAL_SECONDS: Int({ default: 5, maximum: 3600 }),
+  MAX_TUNNELS_PER_USER: Int({ default: 5, maximum: 1000 }),
+  CREATE_RATE_LIMIT_PER_MINUTE: Int({ default: 20, maximum: 100_000 }),
+  /** Comma-separated; replaces the built-in list. */
+  RESERVED_SLUGS: Type.Optional(Type.String()),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  LOG_PRETTY: Type.Optional(Type.Boolean()),
+});
+
+export type Env = Static<typeof EnvSchema>;
+
+export const DEV_JWT_SECRET = 'development-only-secret-do-not-use-in-production!';
+export const EMULATOR_ACCOUNT_ID = '0123456789abcdef0123456789abcdef';
+export const EMULATOR_ZONE_ID = 'fedcba9876543210fedcba9876543210';
+export const EMULATOR_API_TOKEN = 'emulator-token';
+export const EMULATOR_TUNNEL_DOMAIN = 'tunnels.localhost';
+
+export interface CloudflareConfig {
+  /** `emulator`: no Cloudflare settings were given outside production; server.ts starts the built-in emulator. */
+  mode: 'remote' | 'emulator';
+  apiToken: string;
+  accountId: string;
+  zoneId: string;
+  baseUrl: string | undefined;
+  timeoutMs: number;
+  maxRetries: number;
+  tunnelNamePrefix: string;
+}
+
+export interface Config {
+  env: Env['NODE_ENV'];
+  role: Env['BROKER_ROLE'];
+  http: { host: string; port: number };
+  databaseUrl: string;
+  redis: { url: string; keyPrefix: string };
+  jwt: { secret: string; isDevelopmentSecret: boolean };
+  cloudflare: CloudflareConfig;
+  tunnels: {
+    domain: string;
+    heartbeatIntervalSeconds: number;
+    ttlSeconds: number;
+    maxPerUser: number;
+    createRateLimitPerMinute: number;
+    reservedSlugs: ReadonlySet<string>;
+  };
+  reaper: { intervalSeconds: number };
+  log: { level: Env['LOG_LEVEL']; pretty: boolean | undefined };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const CLOUDFLARE_VARS = ['CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN'] as const;
+
+/** Validates the environment and derives the config. Throws ConfigError naming every bad variable. */
+export function loadConfig(source: Record<string, string | undefined>): Config {
+  const known = Object.keys(EnvSchema.properties);
+  const raw: Record<string, unknown> = {};
+  for (const key of known) {
+    const value = source[key];
+    // An empty variable (FOO= in a .env file) means "not set", as in most dotenv tools.
+    if (value !== undefined && value.trim() !== '') raw[key] = value.trim();
+  }
+  const withDefaults = Value.Default(EnvSchema, raw);
+  const converted = Value.Convert(EnvSchema, withDefaults);
+  const problems: string[] = [];
+  if (!Value.Check(EnvSchema, converted)) {
+    for (const error of Value.Errors(EnvSchema, converted)) {
+      const name = error.instancePath.replace(/^\//, '') || '(root)';
+      const given = raw[name];
+      problems.push(`${name}: ${error.message}${given === undefined ? '' : ` (got ${JSON.stringify(redactIfSecret(name, given))})`}`);
+    }
+    throw new ConfigError(problems);
+  }
+  const env = converted as Env;
+
+  if (env.TUNNEL_TTL_SECONDS <= env.HEARTBEAT_INTERVAL_SECONDS) {
+    problems.push('TUNNEL_TTL_SECONDS: must be greater than HEARTBEAT_INTERVAL_SECONDS, or every tunnel is reaped between heartbeats');
+  }
+  const production = env.NODE_ENV === 'production';
+  if (production && !env.JWT_SECRET) problems.push('JWT_SECRET: required when NODE_ENV=production (at least 32 characters)');
+
+  const givenCloudflare = CLOUDFLARE_VARS.filter((k) => env[k] !== undefined);
+  const useEmulator = !production && givenCloudflare.length === 0;
+  if (!useEmulator) {
+    for (const key of CLOUDFLARE_VARS) {
+      if (env[key] === undefined) {
+        problems.push(
+          production
+            ? `${key}: required when NODE_ENV=production`
+            : `${key}: required once any of ${CLOUDFLARE_VARS.join(', ')} is set (set none of them to use the built-in emulator)`,
+        );
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const reserved = env.RESERVED_SLUGS === undefined
+    ? DEFAULT_RESERVED_SLUGS
+    : env.RESERVED_SLUGS.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+
+  return {
+    env: env.NODE_ENV,
+    role: env.BROKER_ROLE,
+    http: { host: env.HOST, port: env.PORT },
+    databaseUrl: env.DATABASE_URL,
+    redis: { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX },
+    jwt: { secret: env.JWT_SECRET ?? DEV_JWT_SECRET, isDevelopmentSecret: env.JWT_SECRET === undefined },
+    cloudflare: {
+      mode: useEmulator ? 'emulator' : 'remote',
+      apiToken: env.CLOUDFLARE_API_TOKEN ?? EMULATOR_API_TOKEN,
+      accountId: env.CLOUDFLARE_ACCOUNT_ID ?? EMULATOR_ACCOUNT_ID,
+      zoneId: env.CLOUDFLARE_ZONE_ID ?? EMULATOR_ZONE_ID,
+      baseUrl: env.CLOUDFLARE_BASE_URL,
+      timeoutMs: env.CLOUDFLARE_TIMEOUT_MS,
+      maxRetries: env.CLOUDFLARE_MAX_RETRIES,
+      tunnelNamePrefix: env.TUNNEL_NAME_PREFIX,
+    },
+    tunnels: {
+      domain: env.TUNNEL_DOMAIN ?? EMULATOR_TUNNEL_DOMAIN,
+      heartbeatIntervalSeconds: env.HEARTBEAT_INTERVAL_SECONDS,
+      ttlSeconds: env.TUNNEL_TTL_SECONDS,
+      maxPerUser: env.MAX_TUNNELS_PER_USER,
+      createRateLimitPerMinute: env.CREATE_RATE_LIMIT_PER_MINUTE,
+      reservedSlugs: new Set(reserved),
+    },
+    reaper: { intervalSeconds: env.REAPER_INTERVAL_SECONDS },
+    log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
+  };
+}
+
+function redactIfSecret(name: string, value: unknown): unknown {
+  return /SECRET|TOKEN|PASSWORD/.test(name) ? '<redacted>' : value;
+}
