@@ -1,0 +1,116 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Logger } from 'pino';
+import type { Config } from './config/env.js';
+import { errorHandlerPlugin } from './errors/error-handler.js';
+import { createLogger } from './logging/logger.js';
+import { authPlugin } from './plugins/auth.js';
+import { cloudflarePlugin } from './plugins/cloudflare.js';
+import { prismaPlugin } from './plugins/prisma.js';
+import { rateLimitPlugin } from './plugins/rate-limit.js';
+import { redisPlugin } from './plugins/redis.js';
+import { Reaper } from './reaper/reaper.js';
+import { HeartbeatStore } from './tunnels/heartbeat-store.js';
+import { tunnelRoutes } from './tunnels/routes.js';
+import { TunnelService } from './tunnels/tunnel-service.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    tunnels: TunnelService;
+    heartbeats: HeartbeatStore;
+    /** Present when this process runs the reaper (BROKER_ROLE all or reaper). */
+    reaper: Reaper | null;
+  }
+}
+
+export interface BuildAppOptions {
+  /** A pino logger to use instead of one made from the config (tests capture logs this way). */
+  logger?: Logger;
+  /** Injectable random slug source (tests exhaust the slug space with it). */
+  randomSlug?: () => string;
+  /** Start the reaper's timer when the app is ready (default: when the role includes it). */
+  startReaper?: boolean;
+}
+
+/** Largest request body accepted: a create is a few dozen bytes. */
+export const BODY_LIMIT_BYTES = 16 * 1024;
+
+/**
+ * Builds the broker without listening. Resources connect during registration, so
+ * `await app.ready()` fails fast on a bad DATABASE_URL or REDIS_URL.
+ */
+export async function buildApp(config: Config, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? createLogger(config);
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // Heartbeats and creates are small and quick; a slow client must not hold a socket forever.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: {
+      customOptions: {
+        // A port of "3000" is INVALID_INPUT, not 3000: never coerce types.
+        coerceTypes: false,
+        removeAdditional: true,
+        allErrors: false,
+      },
+    },
+    routerOptions: { maxParamLength: 200 },
+  });
+
+  // An empty body with a JSON content type is treated as no body (a heartbeat sent by a
+  // client that always sets the header); routes that need a body still reject it.
+  const defaultJsonParser = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    defaultJsonParser(request, text, done);
+  });
+
+  app.decorate('config', config);
+  await app.register(errorHandlerPlugin);
+  await app.register(prismaPlugin, { databaseUrl: config.databaseUrl });
+  await app.register(redisPlugin, config.redis);
+  await app.register(cloudflarePlugin, { config: config.cloudflare });
+  await app.register(authPlugin, { secret: config.jwt.secret });
+  await app.register(rateLimitPlugin);
+  await app.register(
+    fp(async (instance: FastifyInstance) => {
+      const heartbeats = new HeartbeatStore(instance.redis, { ttlSeconds: config.tunnels.ttlSeconds });
+      const service = new TunnelService({
+        prisma: instance.prisma,
+        heartbeats,
+        provider: instance.tunnelProvider,
+        config,
+        logger: instance.log.child({ component: 'tunnels' }),
+        randomSlug: options.randomSlug,
+      });
+      instance.decorate('heartbeats', heartbeats);
+      instance.decorate('tunnels', service);
+      const runsReaper = config.role !== 'api';
+      const reaper = runsReaper
+        ? new Reaper({ service, heartbeats, logger: instance.log.child({ component: 'reaper' }), intervalMs: config.reaper.intervalSeconds * 1000 })
+        : null;
+      instance.decorate('reaper', reaper);
+      if (reaper && (options.startReaper ?? true)) instance.addHook('onReady', async () => reaper.start());
+      // Runs before the plugins' own onClose hooks (which close Redis and PostgreSQL), so the
+      // sweep in progress finishes with its connections still open.
+      instance.addHook('preClose', async () => reaper?.stop());
+    }, { name: 'tunnels', dependencies: ['prisma', 'redis', 'cloudflare'] }),
+  );
+
+  app.get('/healthz', { schema: { hide: false, summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+
+  if (config.role !== 'reaper') {
+    await app.register(tunnelRoutes, {
+      prefix: '/v1/tunnels',
+      service: app.tunnels,
+      heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
+      createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,
+    });
+  }
+  return app;
+}

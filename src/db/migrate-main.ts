@@ -1,0 +1,59 @@
+// `npm run db:migrate`: applies prisma/migrations to DATABASE_URL with the pg-based
+// runner, because `prisma migrate deploy` needs a native engine that is not always
+// installable. Exit code 0 when the database is up to date, 1 otherwise.
+import { ConfigError, loadConfig } from '../config/env.js';
+import { createLogger } from '../logging/logger.js';
+import { MigrationError, runMigrations } from './migrate.js';
+
+async function main(): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    // Before a logger exists; ConfigError already lists every bad variable.
+    process.stderr.write(`db:migrate: ${error instanceof ConfigError ? error.message : describe(error)}\n`);
+    return 1;
+  }
+  const logger = createLogger(config);
+  const database = redactUrl(config.databaseUrl);
+  try {
+    const result = await runMigrations({ databaseUrl: config.databaseUrl, logger });
+    logger.info(
+      { database, applied: result.applied, alreadyApplied: result.alreadyApplied.length, createdDatabase: result.createdDatabase },
+      result.applied.length === 0
+        ? 'database is up to date; no migrations applied'
+        : `applied ${result.applied.length} migration(s): ${result.applied.join(', ')}`,
+    );
+    return 0;
+  } catch (error) {
+    logger.error({ database, err: error }, 'migration failed');
+    // The log line may be JSON on stdout; a person or a CI step reads stderr.
+    const heading = error instanceof MigrationError ? `db:migrate failed (${error.code})` : 'db:migrate failed';
+    process.stderr.write(`${heading} on ${database}:\n${describe(error)}\n`);
+    return 1;
+  }
+}
+
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  // Connection failures (ECONNREFUSED and friends) arrive as AggregateError with an
+  // empty message; the useful text is in the parts.
+  if (error instanceof AggregateError && error.message === '') {
+    return error.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))).join('; ');
+  }
+  return error.message;
+}
+
+function redactUrl(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    if (url.password) url.password = '***';
+    return url.toString();
+  } catch {
+    return '<unparseable DATABASE_URL>';
+  }
+}
+
+// Set the code and let the event loop drain instead of process.exit(), so the
+// logger's asynchronous transport (pino-pretty) gets to flush.
+process.exitCode = await main();

@@ -1,0 +1,144 @@
+import { LogEvent, type Logger } from '../logging/logger.js';
+import type { HeartbeatStore } from '../tunnels/heartbeat-store.js';
+import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
+
+export const DEFAULT_REAPER_INTERVAL_MS = 5_000;
+/** Due tunnels leased from Redis per round trip. */
+export const DEFAULT_REAPER_BATCH_SIZE = 100;
+/** Tunnels ended in parallel: bounded so a mass expiry cannot burst Cloudflare's rate limit. */
+export const DEFAULT_REAPER_CONCURRENCY = 8;
+/** A sweep stops after this many batches and lets the next sweep continue. */
+export const DEFAULT_REAPER_MAX_BATCHES = 20;
+
+export interface ReaperOptions {
+  service: TunnelService;
+  heartbeats: HeartbeatStore;
+  logger: Logger;
+  intervalMs?: number;
+  batchSize?: number;
+  concurrency?: number;
+  maxBatchesPerSweep?: number;
+}
+
+export interface SweepResult {
+  claimed: number;
+  ended: number;
+  retryScheduled: number;
+  notFound: number;
+  failed: number;
+  durationMs: number;
+}
+
+/**
+ * Ends tunnels whose heartbeat deadline passed, abandoned creates and ends that
+ * failed upstream earlier.
+ *
+ * Contracts:
+ * - `start()` and `stop()` are idempotent; `stop()` waits for the running sweep.
+ * - Sweeps never overlap within a process; across processes, Redis leases each due
+ *   tunnel to exactly one reaper and the database's conditional UPDATE confirms it.
+ * - A sweep's cost is proportional to the number of due tunnels, never to the
+ *   number of healthy ones: it only reads the due end of a sorted set.
+ * - An upstream failure reschedules the tunnel; nothing due is forgotten.
+ */
+export class Reaper {
+  readonly #service: TunnelService;
+  readonly #heartbeats: HeartbeatStore;
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  readonly #batchSize: number;
+  readonly #concurrency: number;
+  readonly #maxBatches: number;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<SweepResult> | undefined;
+  #started = false;
+  #stopping = false;
+
+  constructor(options: ReaperOptions) {
+    this.#service = options.service;
+    this.#heartbeats = options.heartbeats;
+    this.#log = options.logger;
+    this.#intervalMs = options.intervalMs ?? DEFAULT_REAPER_INTERVAL_MS;
+    this.#batchSize = options.batchSize ?? DEFAULT_REAPER_BATCH_SIZE;
+    this.#concurrency = options.concurrency ?? DEFAULT_REAPER_CONCURRENCY;
+    this.#maxBatches = options.maxBatchesPerSweep ?? DEFAULT_REAPER_MAX_BATCHES;
+  }
+
+  get started(): boolean {
+    return this.#started;
+  }
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#stopping = false;
+    this.#log.info({ intervalMs: this.#intervalMs }, 'reaper started');
+    this.#schedule();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#started) return;
+    this.#started = false;
+    this.#stopping = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#running?.catch(() => {});
+    this.#log.info('reaper stopped');
+  }
+
+  /** One sweep now. If one is already running, returns that one instead of starting another. */
+  sweep(): Promise<SweepResult> {
+    this.#running ??= this.#sweep().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  #schedule(): void {
+    if (!this.#started) return;
+    this.#timer = setTimeout(() => {
+      this.sweep()
+        .catch((error: unknown) => this.#log.error({ err: error, event: LogEvent.reaperSweepFailed }, 'reaper sweep failed'))
+        .finally(() => this.#schedule());
+    }, this.#intervalMs);
+  }
+
+  async #sweep(): Promise<SweepResult> {
+    const started = performance.now();
+    const result: SweepResult = { claimed: 0, ended: 0, retryScheduled: 0, notFound: 0, failed: 0, durationMs: 0 };
+    for (let batch = 0; batch < this.#maxBatches; batch++) {
+      const ids = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+      if (ids.length === 0) break;
+      result.claimed += ids.length;
+      await mapWithConcurrency(ids, this.#concurrency, async (id) => {
+        let outcome: EndOutcome | 'failed';
+        try {
+          outcome = await this.#service.endDue(id, this.#log);
+        } catch (error) {
+          // A database or Redis failure: the lease expires and a later sweep tries again.
+          this.#log.error({ err: error, tunnelId: id, event: LogEvent.tunnelEndFailed }, 'ending a due tunnel failed');
+          outcome = 'failed';
+        }
+        if (outcome === 'ended') result.ended++;
+        else if (outcome === 'retry_scheduled') result.retryScheduled++;
+        else if (outcome === 'not_found') result.notFound++;
+        else result.failed++;
+      });
+      if (ids.length < this.#batchSize || this.#stopping) break;
+    }
+    result.durationMs = Math.round(performance.now() - started);
+    if (result.claimed > 0) this.#log.info({ event: LogEvent.reaperSweep, ...result }, 'reaper sweep');
+    return result;
+  }
+}
+
+async function mapWithConcurrency<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}

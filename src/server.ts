@@ -1,0 +1,79 @@
+import closeWithGrace from 'close-with-grace';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import { startCloudflareEmulator, type CloudflareEmulator } from './cloudflare/emulator/emulator.js';
+import { type Config, ConfigError, loadConfig } from './config/env.js';
+import { runMigrations } from './db/migrate.js';
+import { createLogger } from './logging/logger.js';
+
+/** How long in-flight requests and the running sweep get to finish after SIGTERM. */
+export const SHUTDOWN_GRACE_MS = 15_000;
+
+/**
+ * `npm start`: migrate, then run the API and/or the reaper (BROKER_ROLE), until a signal.
+ * With no Cloudflare settings outside production, a built-in emulator stands in.
+ */
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\nSee .env.example for every variable.\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const logger = createLogger(config);
+
+  // Several instances may start together: the runner serialises them with an advisory lock.
+  const migrated = await runMigrations({ databaseUrl: config.databaseUrl, logger });
+  if (migrated.applied.length > 0) logger.info({ applied: migrated.applied }, 'database migrated');
+
+  let emulator: CloudflareEmulator | undefined;
+  if (config.cloudflare.mode === 'emulator') {
+    emulator = await startCloudflareEmulator({
+      accountId: config.cloudflare.accountId,
+      zoneId: config.cloudflare.zoneId,
+      zoneName: config.tunnels.domain,
+      apiToken: config.cloudflare.apiToken,
+    });
+    config = { ...config, cloudflare: { ...config.cloudflare, baseUrl: emulator.url } };
+    logger.warn(
+      { emulatorUrl: emulator.url },
+      `DEVELOPMENT MODE: no Cloudflare settings, so tunnels are created in a built-in emulator at ${emulator.url}. ` +
+        `Hostnames under ${config.tunnels.domain} route nothing. Set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, ` +
+        'CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN to use Cloudflare.',
+    );
+  }
+  if (config.jwt.isDevelopmentSecret) {
+    logger.warn('DEVELOPMENT MODE: JWT_SECRET is not set; using a well-known development secret. Anyone can mint tokens. Never expose this instance.');
+  }
+
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config, { logger });
+    await app.ready();
+  } catch (error) {
+    logger.fatal({ err: error }, 'startup failed');
+    await emulator?.close();
+    process.exit(1);
+  }
+
+  closeWithGrace({ delay: SHUTDOWN_GRACE_MS, logger }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'shutting down after an unexpected error');
+    else logger.info({ signal }, 'shutting down');
+    // Stops accepting connections, lets in-flight requests and the reaper's sweep finish,
+    // then closes PostgreSQL and Redis (see the plugins' onClose hooks).
+    await app.close();
+    await emulator?.close();
+  });
+
+  await app.listen({ host: config.http.host, port: config.http.port });
+  logger.info({ role: config.role, reaper: app.reaper !== null }, `tunnel broker ready on http://${config.http.host}:${config.http.port}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`fatal: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,79 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import { AppError } from '../errors/catalogue.js';
+import type { Tunnel } from '../generated/prisma/client.js';
+import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
+import type { TunnelService } from './tunnel-service.js';
+
+export interface TunnelRoutesOptions {
+  service: TunnelService;
+  heartbeatIntervalSeconds: number;
+  createRateLimitPerMinute: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A tunnel id that is not even a UUID names no tunnel. */
+function requireTunnelId(id: string): string {
+  if (!UUID.test(id)) throw new AppError('TUNNEL_NOT_FOUND');
+  return id.toLowerCase();
+}
+
+function summary(tunnel: Tunnel, expiresAt: Date | null) {
+  return {
+    id: tunnel.id,
+    hostname: tunnel.hostname,
+    slug: tunnel.slug,
+    port: tunnel.port,
+    status: tunnel.status as 'creating' | 'active' | 'ending',
+    createdAt: tunnel.createdAt.toISOString(),
+    expiresAt: expiresAt?.toISOString() ?? null,
+  };
+}
+
+/** /v1/tunnels: every route needs a bearer token. */
+export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOptions) {
+  const { service } = options;
+  const api = app.withTypeProvider<TypeBoxTypeProvider>();
+  api.addHook('onRequest', app.authenticate);
+
+  api.post('/', {
+    schema: createTunnelSchema,
+    config: { rateLimit: { max: options.createRateLimitPerMinute, timeWindow: 60_000 } },
+  }, async (request, reply) => {
+    const created = await service.create(request.userId, request.body, request.log);
+    const { tunnel } = created;
+    return reply.code(201).send({
+      tunnelId: tunnel.id,
+      hostname: tunnel.hostname,
+      url: `https://${tunnel.hostname}`,
+      slug: tunnel.slug,
+      port: tunnel.port,
+      cloudflaredToken: created.cloudflaredToken,
+      heartbeatIntervalSec: options.heartbeatIntervalSeconds,
+      expiresAt: created.expiresAt.toISOString(),
+      createdAt: tunnel.createdAt.toISOString(),
+    });
+  });
+
+  api.get('/', { schema: listTunnelsSchema }, async (request) => {
+    const views = await service.list(request.userId);
+    return { tunnels: views.map((v) => summary(v.tunnel, v.expiresAt)) };
+  });
+
+  api.get('/:tunnelId', { schema: getTunnelSchema }, async (request) => {
+    const view = await service.get(request.userId, requireTunnelId(request.params.tunnelId));
+    return summary(view.tunnel, view.expiresAt);
+  });
+
+  api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema }, async (request) => {
+    const expiresAt = await service.heartbeat(request.userId, requireTunnelId(request.params.tunnelId));
+    return { expiresAt: expiresAt.toISOString() };
+  });
+
+  api.delete('/:tunnelId', { schema: deleteTunnelSchema }, async (request, reply) => {
+    const id = requireTunnelId(request.params.tunnelId);
+    await service.delete(request.userId, id, request.log.child({ tunnelId: id }));
+    return reply.code(204).send(null);
+  });
+}

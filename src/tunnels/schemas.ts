@@ -1,0 +1,90 @@
+import Type from 'typebox';
+import { errorResponses, Timestamp } from '../http/common-schemas.js';
+import { REQUESTED_SLUG_PATTERN } from './slug.js';
+
+export const TunnelIdParams = Type.Object({
+  // Any string: an id that is not a UUID is simply not found.
+  tunnelId: Type.String({ maxLength: 128 }),
+});
+
+export const CreateTunnelBody = Type.Object(
+  {
+    port: Type.Number({ description: 'The local port to expose: an integer from 1 to 65535.' }),
+    requestedSlug: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: REQUESTED_SLUG_PATTERN,
+        description: 'Subdomain to use (lower-cased). Random when omitted.',
+      }),
+    ),
+  },
+  // Unknown fields are ignored (and stripped), so newer clients work with older brokers.
+  { additionalProperties: true },
+);
+
+const TunnelStatus = Type.Union([Type.Literal('creating'), Type.Literal('active'), Type.Literal('ending')]);
+
+export const CreatedTunnel = Type.Object({
+  tunnelId: Type.String({ format: 'uuid' }),
+  hostname: Type.String(),
+  url: Type.String({ description: 'https://<hostname>' }),
+  slug: Type.String(),
+  port: Type.Integer(),
+  cloudflaredToken: Type.String({ description: 'Run `cloudflared tunnel run --token <this>`. Returned only here, once.' }),
+  heartbeatIntervalSec: Type.Integer(),
+  expiresAt: Timestamp,
+  createdAt: Timestamp,
+});
+
+export const TunnelSummary = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  hostname: Type.String(),
+  slug: Type.String(),
+  port: Type.Integer(),
+  status: TunnelStatus,
+  createdAt: Timestamp,
+  expiresAt: Type.Union([Timestamp, Type.Null()]),
+});
+
+export const TunnelList = Type.Object({ tunnels: Type.Array(TunnelSummary) });
+
+export const HeartbeatResponse = Type.Object({ expiresAt: Timestamp });
+
+export const createTunnelSchema = {
+  summary: 'Create a tunnel',
+  body: CreateTunnelBody,
+  response: {
+    201: CreatedTunnel,
+    ...errorResponses([
+      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'TUNNEL_SLUG_CONFLICT', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
+      'TUNNEL_LIMIT_EXCEEDED', 'RATE_LIMITED', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SLUG_EXHAUSTED', 'SERVICE_UNAVAILABLE',
+    ]),
+  },
+};
+
+export const listTunnelsSchema = {
+  summary: "List the caller's tunnels that are not ended",
+  response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'SERVICE_UNAVAILABLE']) },
+};
+
+export const getTunnelSchema = {
+  summary: 'Get one of the caller\'s tunnels',
+  params: TunnelIdParams,
+  response: { 200: TunnelSummary, ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+};
+
+export const heartbeatSchema = {
+  summary: 'Keep a tunnel alive',
+  params: TunnelIdParams,
+  response: { 200: HeartbeatResponse, ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+};
+
+export const deleteTunnelSchema = {
+  summary: 'End a tunnel (idempotent)',
+  params: TunnelIdParams,
+  response: {
+    204: Type.Null({ description: 'Ended' }),
+    ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),
+  },
+};

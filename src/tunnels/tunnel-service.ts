@@ -1,0 +1,299 @@
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config/env.js';
+import type { ProvisionedTunnel, TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
+import { isUniqueViolation } from '../db/database-error.js';
+import { AppError } from '../errors/catalogue.js';
+import type { PrismaClient, Tunnel, TunnelEndReason } from '../generated/prisma/client.js';
+import { LogEvent, type Logger } from '../logging/logger.js';
+import type { HeartbeatStore } from './heartbeat-store.js';
+import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
+
+/** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
+const QUOTA_LOCK_NAMESPACE = 7_301;
+const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
+/** After a failed upstream teardown, the reaper tries again this much later (or after Retry-After). */
+export const END_RETRY_DELAY_MS = 15_000;
+
+export interface CreateTunnelInput {
+  port: number;
+  requestedSlug?: string | undefined;
+}
+
+export interface CreatedTunnel {
+  tunnel: Tunnel;
+  cloudflaredToken: string;
+  expiresAt: Date;
+}
+
+export interface TunnelView {
+  tunnel: Tunnel;
+  expiresAt: Date | null;
+}
+
+export type EndOutcome = 'ended' | 'retry_scheduled' | 'not_found';
+
+export interface TunnelServiceDeps {
+  prisma: PrismaClient;
+  heartbeats: HeartbeatStore;
+  provider: TunnelProvider;
+  config: Pick<Config, 'tunnels' | 'cloudflare'>;
+  logger: Logger;
+  /** Injectable for tests that need to exhaust the slug space. */
+  randomSlug?: () => string;
+}
+
+/**
+ * The tunnel lifecycle: creating -> active -> ending -> ended.
+ *
+ * Invariants, and who enforces them:
+ * - At most MAX_TUNNELS_PER_USER tunnels not ended per user: a per-user advisory
+ *   lock held by the inserting transaction, so concurrent creates count in turn.
+ * - One tunnel that is not ended per slug: the partial unique index tunnels_live_slug_key.
+ * - A tunnel is ended by whoever moves its row to `ending` (a conditional UPDATE),
+ *   and every `ending` row has a deadline in Redis, so if that process dies the
+ *   reaper finishes the job. Upstream teardown is idempotent.
+ */
+export class TunnelService {
+  readonly #prisma: PrismaClient;
+  readonly #heartbeats: HeartbeatStore;
+  readonly #provider: TunnelProvider;
+  readonly #config: TunnelServiceDeps['config'];
+  readonly #log: Logger;
+  readonly #randomSlug: () => string;
+  /** How long a create may take before its row counts as abandoned. */
+  readonly createLeaseMs: number;
+  /** How long a claimed end may take before another process may retry it. */
+  readonly endLeaseMs: number;
+
+  constructor(deps: TunnelServiceDeps) {
+    this.#prisma = deps.prisma;
+    this.#heartbeats = deps.heartbeats;
+    this.#provider = deps.provider;
+    this.#config = deps.config;
+    this.#log = deps.logger;
+    this.#randomSlug = deps.randomSlug ?? defaultRandomSlug;
+    const { timeoutMs, maxRetries } = deps.config.cloudflare;
+    // Worst case of the upstream calls on each path, with the SDK's backoff between retries.
+    const perRetriedCall = timeoutMs * (maxRetries + 1) + 10_000 * maxRetries;
+    this.createLeaseMs = 3 * perRetriedCall + 30_000;
+    this.endLeaseMs = 5 * perRetriedCall + 30_000;
+  }
+
+  async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log): Promise<CreatedTunnel> {
+    if (!Number.isInteger(input.port) || input.port < 1 || input.port > 65_535) throw new AppError('INVALID_PORT');
+    let requested: string | undefined;
+    if (input.requestedSlug !== undefined) {
+      const check = normalizeRequestedSlug(input.requestedSlug, this.#config.tunnels.reservedSlugs);
+      if (!check.ok) {
+        if (check.problem === 'reserved') {
+          throw new AppError('TUNNEL_SLUG_CONFLICT', { message: 'That slug is reserved.', details: { reason: 'reserved' } });
+        }
+        throw new AppError('INVALID_INPUT', {
+          message: check.problem === 'punycode'
+            ? 'requestedSlug must not start with "xn--".'
+            : 'requestedSlug must be a DNS label: 1-63 letters, digits or inner hyphens.',
+          details: { field: 'requestedSlug' },
+        });
+      }
+      requested = check.slug;
+    }
+
+    const row = requested !== undefined ? await this.#insertWithSlug(ownerId, requested, input.port) : await this.#insertWithRandomSlug(ownerId, input.port);
+    const tunnelLog = log.child({ tunnelId: row.id });
+    // Until it is active, the row's deadline is a lease: if this process dies mid-create,
+    // the reaper rolls the create back once the lease runs out.
+    await this.#heartbeats.scheduleEnd(row.id, this.createLeaseMs);
+
+    let provisioned: ProvisionedTunnel | undefined;
+    let dnsRecordId: string | undefined;
+    try {
+      provisioned = await this.#provider.createTunnel(row.id);
+      const cfTunnelId = provisioned.cfTunnelId;
+      // Independent steps run together: the critical path is two upstream round trips.
+      const [dns, ingress] = await Promise.allSettled([
+        this.#provider.createDnsRecord(row.hostname, cfTunnelId, row.id),
+        this.#provider.configureIngress(cfTunnelId, row.hostname, row.port),
+      ]);
+      if (dns.status === 'fulfilled') dnsRecordId = dns.value;
+      if (dns.status === 'rejected') throw dns.reason;
+      if (ingress.status === 'rejected') throw ingress.reason;
+    } catch (error) {
+      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog);
+      throw this.#upstreamToAppError(error);
+    }
+
+    const activated = await this.#prisma.tunnel.updateManyAndReturn({
+      where: { id: row.id, status: 'creating' },
+      data: { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId },
+    });
+    const tunnel = activated[0];
+    if (!tunnel) {
+      // Ended while we were creating it (the lease ran out under a very slow upstream): undo.
+      await this.#rollBackCreate(row, provisioned.cfTunnelId, dnsRecordId ?? null, tunnelLog);
+      throw new AppError('UPSTREAM_UNAVAILABLE', { message: 'The tunnel provider was too slow; nothing was created.' });
+    }
+    const expiresAt = await this.#heartbeats.start(tunnel.id, ownerId);
+    tunnelLog.info({ event: LogEvent.tunnelCreated, hostname: tunnel.hostname, port: tunnel.port }, 'tunnel created');
+    return { tunnel, cloudflaredToken: provisioned.token, expiresAt: new Date(expiresAt) };
+  }
+
+  /** Redis only: the hot path. */
+  async heartbeat(ownerId: string, tunnelId: string): Promise<Date> {
+    const deadline = await this.#heartbeats.touch(tunnelId, ownerId);
+    if (deadline === null) throw new AppError('TUNNEL_NOT_FOUND');
+    return new Date(deadline);
+  }
+
+  async list(ownerId: string): Promise<TunnelView[]> {
+    const tunnels = await this.#prisma.tunnel.findMany({
+      where: { ownerId, status: { not: 'ended' } },
+      orderBy: { createdAt: 'asc' },
+    });
+    const deadlines = await this.#heartbeats.deadlines(tunnels.map((t) => t.id));
+    return tunnels.map((tunnel, i) => ({ tunnel, expiresAt: toDate(deadlines[i]) }));
+  }
+
+  async get(ownerId: string, tunnelId: string): Promise<TunnelView> {
+    const tunnel = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId, status: { not: 'ended' } } });
+    if (!tunnel) throw new AppError('TUNNEL_NOT_FOUND');
+    const [deadline] = await this.#heartbeats.deadlines([tunnel.id]);
+    return { tunnel, expiresAt: toDate(deadline) };
+  }
+
+  /**
+   * Ends the caller's tunnel. Idempotent: deleting a tunnel that has already ended succeeds.
+   * If Cloudflare fails, the tunnel stays `ending`, the reaper retries, and the caller gets
+   * the upstream error.
+   */
+  async delete(ownerId: string, tunnelId: string, log: Logger = this.#log): Promise<void> {
+    const [claimed] = await this.#prisma.tunnel.updateManyAndReturn({
+      where: { id: tunnelId, ownerId, status: { in: ['creating', 'active'] } },
+      data: { status: 'ending', endReason: 'deleted' },
+    });
+    let row = claimed;
+    if (!row) {
+      const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId } });
+      if (!existing) throw new AppError('TUNNEL_NOT_FOUND');
+      if (existing.status === 'ended') return;
+      // Already ending (an earlier DELETE or the reaper): help it finish.
+      row = existing;
+    } else {
+      await this.#heartbeats.scheduleEnd(row.id, this.endLeaseMs);
+    }
+    const outcome = await this.finishEnd(row, log.child({ tunnelId: row.id }));
+    if (outcome.outcome === 'retry_scheduled') throw this.#upstreamToAppError(outcome.error);
+  }
+
+  /**
+   * The reaper's entry point for a due tunnel it has leased: a lapsed heartbeat, an
+   * abandoned create, or an end to retry. Returns what happened.
+   */
+  async endDue(tunnelId: string, log: Logger = this.#log): Promise<EndOutcome> {
+    // A lapsed heartbeat (the common case), else a create abandoned past its lease,
+    // else an end to retry. Each claim is a conditional UPDATE: one process wins it.
+    let row = await this.#claimForEnd(tunnelId, 'active', 'heartbeat_lapsed');
+    row ??= await this.#claimForEnd(tunnelId, 'creating', 'create_failed');
+    if (row) {
+      log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
+    } else {
+      row = (await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, status: 'ending' } })) ?? undefined;
+      if (!row) {
+        await this.#heartbeats.forget(tunnelId);
+        return 'not_found';
+      }
+    }
+    const { outcome } = await this.finishEnd(row, log.child({ tunnelId, userId: row.ownerId }));
+    return outcome;
+  }
+
+  async #claimForEnd(tunnelId: string, from: 'active' | 'creating', reason: TunnelEndReason): Promise<Tunnel | undefined> {
+    const [row] = await this.#prisma.tunnel.updateManyAndReturn({
+      where: { id: tunnelId, status: from },
+      data: { status: 'ending', endReason: reason },
+    });
+    return row;
+  }
+
+  /** Upstream teardown, then the row to `ended` and Redis forgotten; on failure, a retry is scheduled. */
+  async finishEnd(row: Tunnel, log: Logger): Promise<{ outcome: 'ended' } | { outcome: 'retry_scheduled'; error: UpstreamError | Error }> {
+    try {
+      await this.#provider.teardown({ rowId: row.id, hostname: row.hostname, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId });
+    } catch (error) {
+      const retryAfterMs = isUpstreamError(error) && error.retryAfterSec !== undefined ? error.retryAfterSec * 1000 : 0;
+      await this.#heartbeats.scheduleEnd(row.id, Math.max(END_RETRY_DELAY_MS, retryAfterMs));
+      log.warn({ event: LogEvent.tunnelEndFailed, err: error, reason: row.endReason }, 'upstream teardown failed; will retry');
+      return { outcome: 'retry_scheduled', error: error as Error };
+    }
+    const ended = await this.#prisma.tunnel.updateMany({
+      where: { id: row.id, status: 'ending' },
+      data: { status: 'ended', endedAt: new Date() },
+    });
+    await this.#heartbeats.forget(row.id);
+    if (ended.count > 0) {
+      const event = row.endReason === 'deleted' ? LogEvent.tunnelDeleted : LogEvent.tunnelReaped;
+      log.info({ event, reason: row.endReason, hostname: row.hostname }, 'tunnel ended');
+    }
+    return { outcome: 'ended' };
+  }
+
+  async #insertWithSlug(ownerId: string, slug: string, port: number): Promise<Tunnel> {
+    try {
+      return await this.#insert(ownerId, slug, port);
+    } catch (error) {
+      if (isUniqueViolation(error, LIVE_SLUG_INDEX)) throw new AppError('TUNNEL_SLUG_CONFLICT');
+      throw error;
+    }
+  }
+
+  async #insertWithRandomSlug(ownerId: string, port: number): Promise<Tunnel> {
+    for (let attempt = 0; attempt < RANDOM_SLUG_ATTEMPTS; attempt++) {
+      const slug = this.#randomSlug();
+      if (this.#config.tunnels.reservedSlugs.has(slug)) continue;
+      try {
+        return await this.#insert(ownerId, slug, port);
+      } catch (error) {
+        if (!isUniqueViolation(error, LIVE_SLUG_INDEX)) throw error;
+      }
+    }
+    throw new AppError('SLUG_EXHAUSTED');
+  }
+
+  /** Inserts a `creating` row, counting the user's live tunnels under a per-user lock. */
+  #insert(ownerId: string, slug: string, port: number): Promise<Tunnel> {
+    const { maxPerUser, domain } = this.#config.tunnels;
+    return this.#prisma.$transaction(async (tx) => {
+      await tx.$queryRaw`SELECT pg_advisory_xact_lock(${QUOTA_LOCK_NAMESPACE}::int, hashtext(${ownerId}))::text`;
+      const live = await tx.tunnel.count({ where: { ownerId, status: { not: 'ended' } } });
+      if (live >= maxPerUser) {
+        throw new AppError('TUNNEL_LIMIT_EXCEEDED', { details: { limit: maxPerUser } });
+      }
+      return tx.tunnel.create({
+        data: { id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port, status: 'creating' },
+      });
+    });
+  }
+
+  /** Removes whatever this create made upstream, and frees the slug and quota. */
+  async #rollBackCreate(row: Tunnel, cfTunnelId: string | null, dnsRecordId: string | null, log: Logger): Promise<void> {
+    const [ending] = await this.#prisma.tunnel.updateManyAndReturn({
+      where: { id: row.id, status: { in: ['creating', 'ending'] } },
+      data: { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId },
+    });
+    log.warn({ event: LogEvent.tunnelCreateFailed }, 'create failed upstream; rolling back');
+    if (!ending) return;
+    await this.finishEnd(ending, log);
+  }
+
+  #upstreamToAppError(error: unknown): unknown {
+    if (!isUpstreamError(error)) return error;
+    if (error.transient) {
+      return new AppError('UPSTREAM_UNAVAILABLE', { retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
+    }
+    return new AppError('UPSTREAM_ERROR', { details: { operation: error.operation } });
+  }
+}
+
+function toDate(ms: number | null | undefined): Date | null {
+  return ms === null || ms === undefined ? null : new Date(ms);
+}

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULT_RESERVED_SLUGS, loadConfig } from '../../src/config/env.js';
+
+const cloudflare = {
+  CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32), CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
+};
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('has the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config.http.port).toBe(3000);
+    expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20 });
+    expect(config.reaper.intervalSeconds).toBeLessThanOrEqual(5);
+    expect(config.databaseUrl).toMatch(/^postgresql:\/\/.*127\.0\.0\.1/);
+    expect(config.redis.url).toMatch(/^redis:\/\/127\.0\.0\.1/);
+    expect(config.cloudflare.timeoutMs).toBe(10_000);
+  });
+
+  it('runs on the built-in emulator with a development secret when nothing is set outside production', () => {
+    const config = loadConfig({});
+    expect(config.cloudflare.mode).toBe('emulator');
+    expect(config.jwt.isDevelopmentSecret).toBe(true);
+  });
+
+  it('names every bad variable at once', () => {
+    const found = problems({ PORT: 'eighty', CLOUDFLARE_TIMEOUT_MS: '-5', LOG_LEVEL: 'loud' });
+    expect(found.join('\n')).toMatch(/PORT/);
+    expect(found.join('\n')).toMatch(/CLOUDFLARE_TIMEOUT_MS/);
+    expect(found.join('\n')).toMatch(/LOG_LEVEL/);
+  });
+
+  it('makes a missing secret or Cloudflare setting fatal in production', () => {
+    const found = problems({ NODE_ENV: 'production' }).join('\n');
+    for (const name of ['JWT_SECRET', 'CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN']) expect(found).toContain(name);
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), ...cloudflare }).cloudflare.mode).toBe('remote');
+  });
+
+  it('refuses a partial Cloudflare configuration instead of silently using the emulator', () => {
+    expect(problems({ CLOUDFLARE_API_TOKEN: 'x' }).join('\n')).toMatch(/CLOUDFLARE_ACCOUNT_ID/);
+  });
+
+  it('never echoes a secret in its error', () => {
+    const text = problems({ JWT_SECRET: 'short-secret' }).join('\n');
+    expect(text).toContain('JWT_SECRET');
+    expect(text).not.toContain('short-secret');
+  });
+
+  it('refuses a TTL that is not longer than the heartbeat interval', () => {
+    expect(problems({ TUNNEL_TTL_SECONDS: '20', HEARTBEAT_INTERVAL_SECONDS: '20' }).join('\n')).toMatch(/TUNNEL_TTL_SECONDS/);
+  });
+
+  it('takes a configurable reserved list, lower-cased', () => {
+    expect([...loadConfig({ RESERVED_SLUGS: 'Foo, bar' }).tunnels.reservedSlugs]).toEqual(['foo', 'bar']);
+    expect(loadConfig({}).tunnels.reservedSlugs.size).toBe(DEFAULT_RESERVED_SLUGS.length);
+  });
+});

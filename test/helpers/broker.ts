@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { buildApp, type BuildAppOptions } from '../../src/app.js';
+import { signAccessToken } from '../../src/auth/access-token.js';
+import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
+import { type Config, loadConfig } from '../../src/config/env.js';
+import { loggerOptions } from '../../src/logging/logger.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+
+export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
+export const TEST_DOMAIN = 'tunnels.test';
+export const REDIS_URL = 'redis://127.0.0.1:6379';
+
+/** Every log line the app wrote, parsed, plus the raw text (for redaction checks). */
+export class LogCapture extends Writable {
+  readonly lines: Array<Record<string, unknown>> = [];
+  raw = '';
+
+  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
+    const text = chunk.toString('utf8');
+    this.raw += text;
+    for (const line of text.split('\n')) if (line.trim()) this.lines.push(JSON.parse(line) as Record<string, unknown>);
+    callback();
+  }
+
+  events(name: string): Array<Record<string, unknown>> {
+    return this.lines.filter((l) => l.event === name);
+  }
+}
+
+export interface TestBroker {
+  app: FastifyInstance;
+  config: Config;
+  emulator: CloudflareEmulator;
+  db: TestDatabase;
+  logs: LogCapture;
+  /** A Redis client on the same key prefix as the app, for assertions. */
+  redis: Redis;
+  token(userId: string, ttlSeconds?: number): string;
+  auth(userId: string): { authorization: string };
+  close(): Promise<void>;
+}
+
+export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
+  env?: Record<string, string>;
+  /** Share these with another broker (several instances on one database, Redis and Cloudflare). */
+  shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
+}
+
+/**
+ * A broker on its own database, Redis key prefix and Cloudflare emulator, so test files
+ * run in parallel and in any order. The reaper does not run on a timer unless asked:
+ * tests call `app.reaper.sweep()` when they mean it.
+ */
+export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
+  const db = options.shared?.db ?? (await createTestDatabase());
+  const emulator = options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
+  const keyPrefix = options.shared?.redisKeyPrefix ?? `test:${randomUUID()}:`;
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: db.url,
+    REDIS_URL,
+    REDIS_KEY_PREFIX: keyPrefix,
+    JWT_SECRET: TEST_JWT_SECRET,
+    CLOUDFLARE_API_TOKEN: emulator.apiToken,
+    CLOUDFLARE_ACCOUNT_ID: emulator.accountId,
+    CLOUDFLARE_ZONE_ID: emulator.zoneId,
+    CLOUDFLARE_BASE_URL: emulator.url,
+    CLOUDFLARE_TIMEOUT_MS: '2000',
+    TUNNEL_DOMAIN: TEST_DOMAIN,
+    LOG_LEVEL: 'debug',
+    ...options.env,
+  });
+  const logs = new LogCapture();
+  const app = await buildApp(config, {
+    ...options,
+    startReaper: options.startReaper ?? false,
+    logger: pino(loggerOptions(config), logs),
+  });
+  await app.ready();
+  const redis = new Redis(REDIS_URL, { keyPrefix });
+  const token = (userId: string, ttlSeconds?: number) => signAccessToken(TEST_JWT_SECRET, userId, ttlSeconds);
+  return {
+    app,
+    config,
+    emulator,
+    db,
+    logs,
+    redis,
+    token,
+    auth: (userId) => ({ authorization: `Bearer ${token(userId)}` }),
+    async close() {
+      await app.close();
+      if (!options.shared) {
+        await deleteKeys(redis, keyPrefix);
+        await emulator.close();
+        await db.drop();
+      }
+      redis.disconnect();
+    },
+  };
+}
+
+async function deleteKeys(redis: Redis, keyPrefix: string): Promise<void> {
+  // SCAN patterns are not prefixed by ioredis; the DEL arguments are, so strip it.
+  let cursor = '0';
+  for (let i = 0; i < 10_000; i++) {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 500);
+    if (keys.length > 0) await redis.del(...keys.map((k) => k.slice(keyPrefix.length)));
+    cursor = next;
+    if (cursor === '0') return;
+  }
+}
+
+/** Polls `check` until it returns a truthy value or the deadline passes. */
+export async function eventually<T>(check: () => Promise<T | undefined | null | false> | T | undefined | null | false, options: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+  let last: unknown;
+  for (let i = 0; i < 10_000; i++) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, options.intervalMs ?? 50));
+  }
+  throw new Error(`Timed out waiting for ${options.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`);
+}

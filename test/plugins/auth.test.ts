@@ -1,0 +1,59 @@
+import { createSigner } from 'fast-jwt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/access-token.js';
+import { startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+
+let broker: TestBroker;
+beforeAll(async () => {
+  broker = await startTestBroker();
+});
+afterAll(async () => {
+  await broker?.close();
+});
+
+const nowSec = () => Math.floor(Date.now() / 1000);
+const hs256 = (payload: object, key = TEST_JWT_SECRET) => createSigner({ key, algorithm: 'HS256', noTimestamp: true })(payload);
+
+const routes: Array<[string, string]> = [
+  ['POST', '/v1/tunnels'],
+  ['GET', '/v1/tunnels'],
+  ['GET', '/v1/tunnels/00000000-0000-4000-8000-000000000000'],
+  ['POST', '/v1/tunnels/00000000-0000-4000-8000-000000000000/heartbeat'],
+  ['DELETE', '/v1/tunnels/00000000-0000-4000-8000-000000000000'],
+];
+
+const badCredentials: Array<[string, Record<string, string>]> = [
+  ['no Authorization header', {}],
+  ['a non-Bearer scheme', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
+  ['an empty bearer token', { authorization: 'Bearer ' }],
+  ['garbage', { authorization: 'Bearer not.a.jwt' }],
+  ['the wrong secret', { authorization: `Bearer ${hs256({ sub: 'u', exp: nowSec() + 60 }, 'another-secret-of-at-least-32-characters!!')}` }],
+  ['an expired token', { authorization: `Bearer ${hs256({ sub: 'u', exp: nowSec() - 10 })}` }],
+  ['no exp claim', { authorization: `Bearer ${hs256({ sub: 'u' })}` }],
+  ['no sub claim', { authorization: `Bearer ${hs256({ exp: nowSec() + 60 })}` }],
+  ['an empty sub', { authorization: `Bearer ${hs256({ sub: '', exp: nowSec() + 60 })}` }],
+  ['a numeric sub', { authorization: `Bearer ${hs256({ sub: 42, exp: nowSec() + 60 })}` }],
+  ['alg none', { authorization: `Bearer ${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: 'u', exp: nowSec() + 60 })).toString('base64url')}.` }],
+  ['HS512 instead of HS256', { authorization: `Bearer ${createSigner({ key: TEST_JWT_SECRET, algorithm: 'HS512' })({ sub: 'u', exp: nowSec() + 60 })}` }],
+];
+
+describe('bearer authentication on every /v1 route', () => {
+  for (const [method, url] of routes) {
+    for (const [name, headers] of badCredentials) {
+      it(`${method} ${url.replace(/[0-9a-f-]{36}/, ':id')} refuses ${name} with 401 UNAUTHORIZED`, async () => {
+        const res = await broker.app.inject({ method: method as 'GET', url, headers, payload: method === 'POST' && url === '/v1/tunnels' ? { port: 3000 } : undefined });
+        expect(res.statusCode).toBe(401);
+        expect(res.json()).toMatchObject({ code: 'UNAUTHORIZED', message: expect.any(String) });
+        expect(res.headers['www-authenticate']).toBe('Bearer');
+      });
+    }
+  }
+
+  it('accepts a token made by the token command, with "bearer" in any case', async () => {
+    const token = signAccessToken(TEST_JWT_SECRET, 'alice', 60);
+    for (const scheme of ['Bearer', 'bearer']) {
+      const res = await broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: { authorization: `${scheme} ${token}` } });
+      expect(res.statusCode).toBe(200);
+    }
+  });
+});
