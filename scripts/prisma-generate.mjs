@@ -9,6 +9,14 @@ const require = createRequire(import.meta.url);
 const env = { ...process.env };
 env.PRISMA_SCHEMA_ENGINE_BINARY ??= fileURLToPath(import.meta.url);
 env.PRISMA_HIDE_UPDATE_MESSAGE = '1';
-const cli = require.resolve('prisma/build/index.js');
+let cli;
+try {
+  cli = require.resolve('prisma/build/index.js');
+} catch {
+  // A production install (--omit=dev) has no Prisma CLI; its image copies the client
+  // generated at build time instead.
+  console.log('prisma CLI not installed; skipping prisma generate');
+  process.exit(0);
+}
 const result = spawnSync(process.execPath, [cli, 'generate'], { stdio: 'inherit', env });
 process.exit(result.status ?? 1);

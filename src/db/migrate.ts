@@ -127,18 +127,18 @@ export async function runMigrations(options: MigrateOptions): Promise<MigrateRes
   if (createdDatabase) logger.info({ database: databaseNameOf(options.databaseUrl) }, 'created database');
 
   const client = newClient(options.databaseUrl);
-  await client.connect();
   try {
+    await client.connect();
     await acquireMigrateLock(client, logger);
     try {
       return { ...(await applyPending(client, folders, logger)), createdDatabase };
     } finally {
-      // Ending the session would release it too; unlocking keeps a pooled or reused
-      // connection honest and makes the intent obvious in pg_stat_activity.
+      // Closing the session would release it as well; this frees waiting peers
+      // before our disconnect round-trip.
       await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_ADVISORY_LOCK_KEY]).catch(() => {});
     }
   } finally {
-    await client.end();
+    await client.end().catch(() => {});
   }
 }
 

@@ -1,5 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { isDatabaseUnavailable } from '../db/database-error.js';
+import { isRedisUnavailable } from '../plugins/redis.js';
 import { AppError, ERROR_CATALOGUE, type ErrorCode, isAppError } from './catalogue.js';
 
 /**
@@ -28,6 +30,10 @@ export function toAppError(error: unknown): AppError {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AppError('UNSUPPORTED_MEDIA_TYPE');
   }
+  // PostgreSQL or Redis away: a clean, retryable 503 rather than a 500.
+  if (isDatabaseUnavailable(error) || isRedisUnavailable(error)) {
+    return new AppError('SERVICE_UNAVAILABLE', { retryAfterSec: 2, cause: error });
+  }
   const status = fastifyError?.statusCode;
   // Fastify's remaining client errors (bad content-length, invalid URL, etc.) are the caller's fault.
   if (typeof status === 'number' && status >= 400 && status < 500) {
@@ -49,7 +55,9 @@ export function sendError(reply: FastifyReply, error: AppError): FastifyReply {
 
 function handle(this: FastifyInstance, error: unknown, request: FastifyRequest, reply: FastifyReply) {
   const appError = toAppError(error);
-  if (appError.statusCode >= 500) {
+  if (appError.code === 'SERVICE_UNAVAILABLE') {
+    request.log.warn({ err: error, code: appError.code, event: 'request.dependency_unavailable' }, 'a dependency is unavailable');
+  } else if (appError.statusCode >= 500) {
     request.log.error({ err: error, code: appError.code, event: 'request.failed' }, 'request failed');
   } else {
     request.log.info({ code: appError.code }, appError.message);

@@ -49,3 +49,12 @@ export const redisPlugin = fp(
   },
   { name: 'redis', fastify: '5.x' },
 );
+
+/** Redis is down, restarting or unreachable: the request may succeed if retried. */
+export function isRedisUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error.name === 'MaxRetriesPerRequestError') return true;
+  const code = (error as { code?: string }).code;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EPIPE') return true;
+  return /Connection is closed|Stream isn't writeable|LOADING|MASTERDOWN|READONLY/.test(error.message);
+}

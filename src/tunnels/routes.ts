@@ -66,7 +66,8 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     return summary(view.tunnel, view.expiresAt);
   });
 
-  api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema }, async (request) => {
+  // The hot path: successful heartbeats are not access-logged (thousands a second); failures still are.
+  api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema, logLevel: 'warn' }, async (request) => {
     const expiresAt = await service.heartbeat(request.userId, requireTunnelId(request.params.tunnelId));
     return { expiresAt: expiresAt.toISOString() };
   });

@@ -34,8 +34,8 @@ function freshDatabaseUrl(): { name: string; url: string } {
 
 async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
-  await client.connect();
   try {
+    await client.connect();
     return await fn(client);
   } finally {
     await client.end();

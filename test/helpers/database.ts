@@ -94,8 +94,8 @@ async function migrationsHash(): Promise<string> {
 async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
   client.on('error', () => {});
-  await client.connect();
   try {
+    await client.connect();
     return await fn(client);
   } finally {
     await client.end();

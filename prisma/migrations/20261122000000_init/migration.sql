@@ -17,7 +17,7 @@ CREATE TABLE "tunnels" (
     "end_reason" "tunnel_end_reason",
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "updated_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "ended_at" TIMESTAMPTZ(6),
+    "ended_at" TIMESTAMPTZ(3),
 
     CONSTRAINT "tunnels_pkey" PRIMARY KEY ("id")
 );
