@@ -94,8 +94,9 @@ export class TunnelProvider {
         config: {
           ingress: [
             { hostname, service: `http://localhost:${port}` },
-            // cloudflared requires a catch-all last rule.
-            { hostname: '', service: 'http_status:404' } as { hostname: string; service: string },
+            // cloudflared requires a catch-all last rule: no hostname. The SDK's type insists on
+            // one, which the API itself does not.
+            { service: 'http_status:404' } as { hostname: string; service: string },
           ],
         },
       }),
