@@ -33,7 +33,7 @@ describe('npm start with no configuration at all', () => {
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
       const created = await fetch(`${base}/v1/tunnels`, { method: 'POST', headers, body: JSON.stringify({ port: 3000, requestedSlug: 'demo' }) });
       expect(created.status).toBe(201);
-      const body = await created.json();
+      const body = (await created.json()) as { hostname: string; tunnelId: string };
       expect(body.hostname).toBe('demo.tunnels.localhost');
       const beat = await fetch(`${base}/v1/tunnels/${body.tunnelId}/heartbeat`, { method: 'POST', headers: { authorization: headers.authorization } });
       expect(beat.status).toBe(200);
