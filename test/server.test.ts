@@ -62,3 +62,23 @@ describe('startup failures', () => {
     expect(Date.now() - started).toBeLessThan(25_000);
   });
 });
+
+describe('npm run db:migrate', () => {
+  it('creates a missing database and applies the migrations, then has nothing to do', async () => {
+    const name = `tb_migrate_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+    const env = { DATABASE_URL: `postgresql://postgres@127.0.0.1:5432/${name}` };
+    try {
+      const first = await runTsToEnd('src/db/migrate-main.ts', [], env);
+      expect(first.code).toBe(0);
+      expect(first.output).toMatch(/applied 1 migration\(s\): 20261122000000_init/);
+      const second = await runTsToEnd('src/db/migrate-main.ts', [], env);
+      expect(second.code).toBe(0);
+      expect(second.output).toMatch(/up to date/);
+    } finally {
+      const client = new pg.Client({ connectionString: ADMIN_URL });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await client.end();
+    }
+  });
+});

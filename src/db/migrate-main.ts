@@ -3,6 +3,7 @@
 // installable. Exit code 0 when the database is up to date, 1 otherwise.
 import { ConfigError, loadConfig } from '../config/env.js';
 import { createLogger } from '../logging/logger.js';
+import { redactUrl } from '../logging/redact-url.js';
 import { MigrationError, runMigrations } from './migrate.js';
 
 async function main(): Promise<number> {
@@ -42,16 +43,6 @@ function describe(error: unknown): string {
     return error.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))).join('; ');
   }
   return error.message;
-}
-
-function redactUrl(databaseUrl: string): string {
-  try {
-    const url = new URL(databaseUrl);
-    if (url.password) url.password = '***';
-    return url.toString();
-  } catch {
-    return '<unparseable DATABASE_URL>';
-  }
 }
 
 // Set the code and let the event loop drain instead of process.exit(), so the

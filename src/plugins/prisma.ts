@@ -2,6 +2,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { PrismaClient } from '../generated/prisma/client.js';
+import { redactUrl } from '../logging/redact-url.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -34,14 +35,3 @@ export const prismaPlugin = fp(
   },
   { name: 'prisma', fastify: '5.x' },
 );
-
-/** Connection strings carry passwords; error messages must not. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '<unparseable url>';
-  }
-}

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Redis } from 'ioredis';
-import { redactUrl } from './prisma.js';
+import { redactUrl } from '../logging/redact-url.js';
 
 declare module 'fastify' {
   interface FastifyInstance {

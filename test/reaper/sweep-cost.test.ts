@@ -1,0 +1,38 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+let broker: TestBroker;
+beforeAll(async () => {
+  broker = await startTestBroker();
+});
+afterAll(async () => {
+  await broker?.close();
+});
+
+it('a sweep touches only the due tunnels, however many healthy ones there are', async () => {
+  // 20,000 healthy deadlines an hour out, seeded directly, and 3 real tunnels made due now.
+  const future = Date.now() + 3600_000;
+  for (let batch = 0; batch < 20; batch++) {
+    const args: Array<string | number> = [];
+    for (let i = 0; i < 1000; i++) args.push(future, randomUUID());
+    await broker.redis.zadd('deadlines', ...args);
+  }
+  const due: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(`user-${i}`), payload: { port: 3000 } });
+    due.push(res.json().tunnelId);
+    await broker.redis.zadd('deadlines', 0, res.json().tunnelId);
+  }
+  const calls = broker.emulator.requests.length;
+
+  const result = await broker.app.reaper!.sweep();
+
+  expect(result.claimed).toBe(3);
+  expect(result.ended).toBe(3);
+  // Upstream work for the three only (DNS delete, connections cleanup, tunnel delete each).
+  expect(broker.emulator.requests.length - calls).toBe(9);
+  expect(await broker.redis.zcard('deadlines')).toBe(20_000);
+  const rows = await broker.app.prisma.tunnel.findMany({ where: { id: { in: due } } });
+  expect(rows.map((r) => r.status)).toEqual(['ended', 'ended', 'ended']);
+});
