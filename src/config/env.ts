@@ -46,11 +46,19 @@ export const EnvSchema = Type.Object({
   CLOUDFLARE_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   CLOUDFLARE_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 120_000 }),
   CLOUDFLARE_MAX_RETRIES: Type.Integer({ default: 2, minimum: 0, maximum: 10 }),
+  /** Account-wide Cloudflare request budget, shared through Redis by every instance (the API allows 1200 per 5 minutes per token). */
+  CLOUDFLARE_BUDGET_REQUESTS: Int({ default: 1200, maximum: 1_000_000 }),
+  CLOUDFLARE_BUDGET_WINDOW_SECONDS: Int({ default: 300, maximum: 86_400 }),
   /** Upstream tunnel names are `<prefix><row id>`, which is how the broker knows its own. */
   TUNNEL_NAME_PREFIX: Type.String({ default: 'tb-', pattern: '^[a-z0-9][a-z0-9-]{0,30}$' }),
   HEARTBEAT_INTERVAL_SECONDS: Int({ default: 20, maximum: 3600 }),
   TUNNEL_TTL_SECONDS: Int({ default: 60, maximum: 86_400 }),
   REAPER_INTERVAL_SECONDS: Int({ default: 5, maximum: 3600 }),
+  /** How often upstream is compared with the database to remove orphans, and how old an orphan must be. */
+  RECONCILE_INTERVAL_SECONDS: Int({ default: 300, maximum: 86_400 }),
+  RECONCILE_GRACE_SECONDS: Int({ default: 600, maximum: 7 * 86_400 }),
+  /** How long an Idempotency-Key on POST /v1/tunnels replays its first response. */
+  IDEMPOTENCY_TTL_SECONDS: Int({ default: 86_400, maximum: 7 * 86_400 }),
   MAX_TUNNELS_PER_USER: Int({ default: 5, maximum: 1000 }),
   CREATE_RATE_LIMIT_PER_MINUTE: Int({ default: 20, maximum: 100_000 }),
   /** Comma-separated; replaces the built-in list. */
@@ -80,6 +88,7 @@ export interface CloudflareConfig {
   timeoutMs: number;
   maxRetries: number;
   tunnelNamePrefix: string;
+  budget: { requests: number; windowSeconds: number };
 }
 
 export interface Config {
@@ -99,6 +108,8 @@ export interface Config {
     reservedSlugs: ReadonlySet<string>;
   };
   reaper: { intervalSeconds: number };
+  reconcile: { intervalSeconds: number; graceSeconds: number };
+  idempotency: { ttlSeconds: number };
   log: { level: Env['LOG_LEVEL']; pretty: boolean | undefined };
 }
 
@@ -174,6 +185,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
       timeoutMs: env.CLOUDFLARE_TIMEOUT_MS,
       maxRetries: env.CLOUDFLARE_MAX_RETRIES,
       tunnelNamePrefix: env.TUNNEL_NAME_PREFIX,
+      budget: { requests: env.CLOUDFLARE_BUDGET_REQUESTS, windowSeconds: env.CLOUDFLARE_BUDGET_WINDOW_SECONDS },
     },
     tunnels: {
       domain: env.TUNNEL_DOMAIN ?? EMULATOR_TUNNEL_DOMAIN,
@@ -184,6 +196,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
       reservedSlugs: new Set(reserved),
     },
     reaper: { intervalSeconds: env.REAPER_INTERVAL_SECONDS },
+    reconcile: { intervalSeconds: env.RECONCILE_INTERVAL_SECONDS, graceSeconds: env.RECONCILE_GRACE_SECONDS },
+    idempotency: { ttlSeconds: env.IDEMPOTENCY_TTL_SECONDS },
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
   };
 }
