@@ -51,6 +51,9 @@ export const LogEvent = {
   tunnelReaped: 'tunnel.reaped',
   tunnelEndFailed: 'tunnel.end_failed',
   upstreamFailure: 'upstream.failure',
+  tunnelRecovered: 'tunnel.recovered',
+  heartbeatStateRebuilt: 'heartbeat_state.rebuilt',
+  heartbeatStateRebuildFailed: 'heartbeat_state.rebuild_failed',
   reaperSweep: 'reaper.sweep',
   reaperSweepFailed: 'reaper.sweep_failed',
 } as const;

@@ -1,5 +1,5 @@
 import { LogEvent, type Logger } from '../logging/logger.js';
-import type { HeartbeatStore } from '../tunnels/heartbeat-store.js';
+import { HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
 
 export const DEFAULT_REAPER_INTERVAL_MS = 5_000;
@@ -21,6 +21,10 @@ export interface ReaperOptions {
 }
 
 export interface SweepResult {
+  /** Set when the sweep did not run: Redis's heartbeat state was missing and is being rebuilt. */
+  skipped?: 'heartbeat_state_rebuilt' | 'heartbeat_state_rebuilding';
+  /** Rows a crash left creating/ending, made due again. */
+  recovered: number;
   claimed: number;
   ended: number;
   retryScheduled: number;
@@ -105,9 +109,24 @@ export class Reaper {
 
   async #sweep(): Promise<SweepResult> {
     const started = performance.now();
-    const result: SweepResult = { claimed: 0, ended: 0, retryScheduled: 0, notFound: 0, failed: 0, durationMs: 0 };
+    const result: SweepResult = { recovered: 0, claimed: 0, ended: 0, retryScheduled: 0, notFound: 0, failed: 0, durationMs: 0 };
+    // If Redis came back empty, rebuild its state first and reap nothing this time: every
+    // live tunnel has just been given a full TTL, so nothing can be due.
+    const state = await this.#service.restoreHeartbeatState();
+    if (state !== 'intact') {
+      result.skipped = state === 'rebuilt' ? 'heartbeat_state_rebuilt' : 'heartbeat_state_rebuilding';
+      return this.#finish(result, started);
+    }
+    result.recovered = await this.#service.recoverStuck();
     for (let batch = 0; batch < this.#maxBatches; batch++) {
-      const ids = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+      let ids: string[];
+      try {
+        ids = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+      } catch (error) {
+        // Lost between the check above and now: the next sweep rebuilds.
+        if (error instanceof HeartbeatStateLostError) break;
+        throw error;
+      }
       if (ids.length === 0) break;
       result.claimed += ids.length;
       await mapWithConcurrency(ids, this.#concurrency, async (id) => {
@@ -126,8 +145,12 @@ export class Reaper {
       });
       if (ids.length < this.#batchSize || this.#stopping) break;
     }
+    return this.#finish(result, started);
+  }
+
+  #finish(result: SweepResult, started: number): SweepResult {
     result.durationMs = Math.round(performance.now() - started);
-    if (result.claimed > 0) this.#log.info({ event: LogEvent.reaperSweep, ...result }, 'reaper sweep');
+    if (result.claimed > 0 || result.recovered > 0 || result.skipped) this.#log.info({ event: LogEvent.reaperSweep, ...result }, 'reaper sweep');
     return result;
   }
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /**
@@ -14,6 +15,12 @@ import type { Redis } from 'ioredis';
  * A deadline in the set also serves as a lease: claiming a due tunnel pushes its
  * deadline forward instead of removing it, so if the claiming process dies the
  * tunnel comes due again and another reaper finishes the job.
+ *
+ * Redis may come back empty (a restart without persistence, a failover, a flush).
+ * The `epoch` key marks a key space whose state is complete: it is written last by
+ * a rebuild from PostgreSQL. While it is missing, heartbeats answer "retry" rather
+ * than "not found", and nothing is claimed for reaping, so no heartbeating tunnel
+ * is reaped because Redis forgot it.
  */
 
 const NOW_MS = `
@@ -21,10 +28,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-// KEYS: hb key, deadlines. ARGV: tunnelId, ownerId, ttlMs. Returns the new deadline, or -1.
-const TOUCH = `${NOW_MS}
+// KEYS: hb key, deadlines, epoch. ARGV: tunnelId, ownerId, ttlMs.
+// Returns the new deadline; -1 unknown/lapsed/not the owner's; -2 the key space was lost.
+const TOUCH = `
 local owner = redis.call('GET', KEYS[1])
-if owner ~= ARGV[2] then return -1 end
+if owner ~= ARGV[2] then
+  if redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
+  return -1
+end
+${NOW_MS}
 local deadline = now + tonumber(ARGV[3])
 redis.call('SET', KEYS[1], owner, 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], deadline, ARGV[1])
@@ -46,10 +58,13 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return now + tonumber(ARGV[2])
 `;
 
-// KEYS: deadlines. ARGV: limit, leaseMs, hb key prefix (with the client's keyPrefix).
+// KEYS: deadlines, epoch. ARGV: limit, leaseMs, hb key prefix (with the client's keyPrefix).
 // Returns ids whose deadline passed; each is leased to the caller and its heartbeat key removed,
 // so a heartbeat arriving after the deadline is refused rather than racing the reaper.
-const CLAIM_DUE = `${NOW_MS}
+// Returns nil (claims nothing) while the key space is lost.
+const CLAIM_DUE = `
+if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
+${NOW_MS}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local lease = now + tonumber(ARGV[2])
 for _, id in ipairs(due) do
@@ -65,16 +80,58 @@ redis.call('DEL', KEYS[1])
 return redis.call('ZREM', KEYS[2], ARGV[1])
 `;
 
+// KEYS: deadlines. ARGV: ttlMs, pendingDelayMs, hb key prefix, then (id, owner-or-empty) pairs.
+// A tunnel with an owner is live: a full TTL from now. One without is creating or ending:
+// due after pendingDelayMs unless it already has a deadline.
+const RESTORE = `${NOW_MS}
+local ttl = tonumber(ARGV[1])
+for i = 4, #ARGV, 2 do
+  local id, owner = ARGV[i], ARGV[i + 1]
+  if owner ~= '' then
+    redis.call('SET', ARGV[3] .. id, owner, 'PX', ttl)
+    redis.call('ZADD', KEYS[1], 'GT', now + ttl, id)
+  else
+    redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[2]), id)
+  end
+end
+return (#ARGV - 3) / 2
+`;
+
+// KEYS: lock. ARGV: token.
+const RELEASE_LOCK = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
 interface HeartbeatCommands {
-  tbTouch(hbKey: string, deadlines: string, id: string, owner: string, ttlMs: number): Promise<number>;
+  tbTouch(hbKey: string, deadlines: string, epoch: string, id: string, owner: string, ttlMs: number): Promise<number>;
   tbStart(hbKey: string, deadlines: string, id: string, owner: string, ttlMs: number): Promise<number>;
   tbScheduleEnd(hbKey: string, deadlines: string, id: string, delayMs: number): Promise<number>;
-  tbClaimDue(deadlines: string, limit: number, leaseMs: number, hbPrefix: string): Promise<string[]>;
+  tbClaimDue(deadlines: string, epoch: string, limit: number, leaseMs: number, hbPrefix: string): Promise<string[] | null>;
   tbForget(hbKey: string, deadlines: string, id: string): Promise<number>;
+  tbRestore(deadlines: string, ttlMs: number, pendingDelayMs: number, hbPrefix: string, ...pairs: string[]): Promise<number>;
+  tbReleaseLock(lock: string, token: string): Promise<number>;
 }
 
 const HB_PREFIX = 'hb:';
 const DEADLINES_KEY = 'deadlines';
+const EPOCH_KEY = 'epoch';
+const REBUILD_LOCK_KEY = 'epoch:rebuild-lock';
+
+/** The key space is missing its epoch: Redis lost its state and has not been rebuilt yet. */
+export class HeartbeatStateLostError extends Error {
+  constructor() {
+    super('Heartbeat state is being rebuilt after a Redis restart; retry shortly.');
+    this.name = 'HeartbeatStateLostError';
+  }
+}
+
+/** One live or pending tunnel, as PostgreSQL knows it, for a rebuild. */
+export interface RestoreEntry {
+  id: string;
+  /** Set for active tunnels (they get a fresh TTL); null for creating/ending ones. */
+  ownerId: string | null;
+}
 
 export class HeartbeatStore {
   readonly #redis: Redis & HeartbeatCommands;
@@ -83,14 +140,20 @@ export class HeartbeatStore {
   constructor(redis: Redis, options: { ttlSeconds: number }) {
     const commands = redis as Redis & Partial<HeartbeatCommands>;
     if (!commands.tbTouch) {
-      redis.defineCommand('tbTouch', { numberOfKeys: 2, lua: TOUCH });
+      redis.defineCommand('tbTouch', { numberOfKeys: 3, lua: TOUCH });
       redis.defineCommand('tbStart', { numberOfKeys: 2, lua: START });
       redis.defineCommand('tbScheduleEnd', { numberOfKeys: 2, lua: SCHEDULE_END });
-      redis.defineCommand('tbClaimDue', { numberOfKeys: 1, lua: CLAIM_DUE });
+      redis.defineCommand('tbClaimDue', { numberOfKeys: 2, lua: CLAIM_DUE });
       redis.defineCommand('tbForget', { numberOfKeys: 2, lua: FORGET });
+      redis.defineCommand('tbRestore', { numberOfKeys: 1, lua: RESTORE });
+      redis.defineCommand('tbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK });
     }
     this.#redis = redis as Redis & HeartbeatCommands;
     this.#ttlMs = options.ttlSeconds * 1000;
+  }
+
+  get ttlMs(): number {
+    return this.#ttlMs;
   }
 
   /** Creation counts as the first heartbeat. Returns the expiry (epoch ms). */
@@ -101,9 +164,11 @@ export class HeartbeatStore {
   /**
    * The hot path: one Redis round trip. Returns the new expiry (epoch ms), or null when the
    * tunnel is unknown, lapsed, ended or belongs to someone else (indistinguishable by design).
+   * Throws HeartbeatStateLostError while Redis's state awaits a rebuild.
    */
   async touch(tunnelId: string, ownerId: string): Promise<number | null> {
-    const deadline = await this.#redis.tbTouch(HB_PREFIX + tunnelId, DEADLINES_KEY, tunnelId, ownerId, this.#ttlMs);
+    const deadline = await this.#redis.tbTouch(HB_PREFIX + tunnelId, DEADLINES_KEY, EPOCH_KEY, tunnelId, ownerId, this.#ttlMs);
+    if (deadline === -2) throw new HeartbeatStateLostError();
     return deadline < 0 ? null : deadline;
   }
 
@@ -112,9 +177,11 @@ export class HeartbeatStore {
     return this.#redis.tbScheduleEnd(HB_PREFIX + tunnelId, DEADLINES_KEY, tunnelId, Math.max(0, Math.round(delayMs)));
   }
 
-  /** Leases up to `limit` due tunnels to the caller for `leaseMs`. */
-  claimDue(limit: number, leaseMs: number): Promise<string[]> {
-    return this.#redis.tbClaimDue(DEADLINES_KEY, limit, Math.round(leaseMs), `${this.#redis.options.keyPrefix ?? ''}${HB_PREFIX}`);
+  /** Leases up to `limit` due tunnels to the caller for `leaseMs`. Throws while the state awaits a rebuild. */
+  async claimDue(limit: number, leaseMs: number): Promise<string[]> {
+    const due = await this.#redis.tbClaimDue(DEADLINES_KEY, EPOCH_KEY, limit, Math.round(leaseMs), this.#hbPrefix());
+    if (due === null) throw new HeartbeatStateLostError();
+    return due;
   }
 
   /** The tunnel is ended: nothing left to track. */
@@ -129,8 +196,51 @@ export class HeartbeatStore {
     return scores.map((s) => (s === null ? null : Number(s)));
   }
 
+  /** Makes tunnels due now unless they already have a deadline (rows a crash left without one). */
+  async ensureScheduled(tunnelIds: string[]): Promise<number> {
+    if (tunnelIds.length === 0) return 0;
+    return this.#redis.zadd(DEADLINES_KEY, 'NX', ...tunnelIds.flatMap((id) => [0, id]));
+  }
+
   /** Number of tracked deadlines (live tunnels plus pending ends). */
   size(): Promise<number> {
     return this.#redis.zcard(DEADLINES_KEY);
+  }
+
+  async hasEpoch(): Promise<boolean> {
+    return (await this.#redis.exists(EPOCH_KEY)) === 1;
+  }
+
+  /**
+   * Rebuilds the key space from PostgreSQL if (and only if) its epoch is missing.
+   * Every live tunnel gets a full TTL from now, so none is reaped for at least one TTL
+   * after the loss is noticed; tunnels that were creating or ending become due after
+   * `pendingDelayMs` so the reaper completes or rolls them back.
+   *
+   * One process rebuilds at a time (a Redis lock); the others answer 'busy'.
+   * `load` pages through the rows; it is called only when a rebuild actually runs.
+   */
+  async rebuildIfLost(load: () => AsyncIterable<RestoreEntry[]>, pendingDelayMs: number): Promise<'intact' | 'rebuilt' | 'busy'> {
+    if (await this.hasEpoch()) return 'intact';
+    const token = randomUUID();
+    // Long enough for a large rebuild; released as soon as it is done.
+    const locked = await this.#redis.set(REBUILD_LOCK_KEY, token, 'PX', 120_000, 'NX');
+    if (locked !== 'OK') return 'busy';
+    try {
+      if (await this.hasEpoch()) return 'intact';
+      for await (const batch of load()) {
+        if (batch.length === 0) continue;
+        await this.#redis.tbRestore(DEADLINES_KEY, this.#ttlMs, Math.round(pendingDelayMs), this.#hbPrefix(), ...batch.flatMap((e) => [e.id, e.ownerId ?? '']));
+      }
+      // Written last: until it exists, the state above is not trusted.
+      await this.#redis.set(EPOCH_KEY, `${Date.now()}:${token}`);
+      return 'rebuilt';
+    } finally {
+      await this.#redis.tbReleaseLock(REBUILD_LOCK_KEY, token).catch(() => {});
+    }
+  }
+
+  #hbPrefix(): string {
+    return `${this.#redis.options.keyPrefix ?? ''}${HB_PREFIX}`;
   }
 }

@@ -6,7 +6,7 @@ import { isUniqueViolation } from '../db/database-error.js';
 import { AppError } from '../errors/catalogue.js';
 import type { PrismaClient, Tunnel, TunnelEndReason } from '../generated/prisma/client.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import type { HeartbeatStore } from './heartbeat-store.js';
+import { HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
 import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
 
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
@@ -14,6 +14,9 @@ const QUOTA_LOCK_NAMESPACE = 7_301;
 const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
 /** After a failed upstream teardown, the reaper tries again this much later (or after Retry-After). */
 export const END_RETRY_DELAY_MS = 15_000;
+const RESTORE_PAGE_SIZE = 1000;
+/** Slack on top of the computed worst case of a create or an end. */
+const LEASE_MARGIN_MS = 5_000;
 
 export interface CreateTunnelInput {
   port: number;
@@ -61,6 +64,7 @@ export class TunnelService {
   readonly #config: TunnelServiceDeps['config'];
   readonly #log: Logger;
   readonly #randomSlug: () => string;
+  #restoring: Promise<'intact' | 'rebuilt' | 'busy'> | undefined;
   /** How long a create may take before its row counts as abandoned. */
   readonly createLeaseMs: number;
   /** How long a claimed end may take before another process may retry it. */
@@ -76,8 +80,8 @@ export class TunnelService {
     const { timeoutMs, maxRetries } = deps.config.cloudflare;
     // Worst case of the upstream calls on each path, with the SDK's backoff between retries.
     const perRetriedCall = timeoutMs * (maxRetries + 1) + 10_000 * maxRetries;
-    this.createLeaseMs = 3 * perRetriedCall + 30_000;
-    this.endLeaseMs = 5 * perRetriedCall + 30_000;
+    this.createLeaseMs = 3 * perRetriedCall + LEASE_MARGIN_MS;
+    this.endLeaseMs = 5 * perRetriedCall + LEASE_MARGIN_MS;
   }
 
   async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log): Promise<CreatedTunnel> {
@@ -140,9 +144,73 @@ export class TunnelService {
 
   /** Redis only: the hot path. */
   async heartbeat(ownerId: string, tunnelId: string): Promise<Date> {
-    const deadline = await this.#heartbeats.touch(tunnelId, ownerId);
+    let deadline: number | null;
+    try {
+      deadline = await this.#heartbeats.touch(tunnelId, ownerId);
+    } catch (error) {
+      if (!(error instanceof HeartbeatStateLostError)) throw error;
+      // Redis lost its state: rebuild it from PostgreSQL, and have the agent retry rather
+      // than conclude its tunnel is gone.
+      void this.restoreHeartbeatState().catch((e: unknown) => this.#log.error({ err: e, event: LogEvent.heartbeatStateRebuildFailed }, 'rebuilding heartbeat state failed'));
+      throw new AppError('SERVICE_UNAVAILABLE', { message: 'Heartbeat state is being restored; retry shortly.', retryAfterSec: 1 });
+    }
     if (deadline === null) throw new AppError('TUNNEL_NOT_FOUND');
     return new Date(deadline);
+  }
+
+  /**
+   * Makes sure Redis holds the heartbeat state, rebuilding it from PostgreSQL if Redis came
+   * back empty. One rebuild at a time per process (and per deployment, through a Redis lock).
+   */
+  restoreHeartbeatState(): Promise<'intact' | 'rebuilt' | 'busy'> {
+    this.#restoring ??= this.#heartbeats
+      .rebuildIfLost(() => this.#liveRows(), 0)
+      .then((outcome) => {
+        if (outcome === 'rebuilt') {
+          this.#log.warn({ event: LogEvent.heartbeatStateRebuilt, ttlSeconds: this.#config.tunnels.ttlSeconds }, 'heartbeat state was missing from Redis (new, restarted or flushed); rebuilt it from PostgreSQL, giving every live tunnel a full TTL');
+        }
+        return outcome;
+      })
+      .finally(() => {
+        this.#restoring = undefined;
+      });
+    return this.#restoring;
+  }
+
+  async *#liveRows(): AsyncIterable<RestoreEntry[]> {
+    let cursor: string | undefined;
+    for (let page = 0; page < 100_000; page++) {
+      const rows = await this.#prisma.tunnel.findMany({
+        where: { status: { not: 'ended' }, ...(cursor ? { id: { gt: cursor } } : {}) },
+        select: { id: true, ownerId: true, status: true },
+        orderBy: { id: 'asc' },
+        take: RESTORE_PAGE_SIZE,
+      });
+      if (rows.length === 0) return;
+      yield rows.map((r) => ({ id: r.id, ownerId: r.status === 'active' ? r.ownerId : null }));
+      cursor = rows[rows.length - 1]!.id;
+    }
+  }
+
+  /**
+   * Rows that a crash left in `creating` or `ending` with nobody working on them (not touched
+   * for longer than any lease) are made due now, so the reaper completes or rolls them back.
+   * Cheap: an index range scan over the few rows in those states.
+   */
+  async recoverStuck(): Promise<number> {
+    const cutoff = new Date(Date.now() - Math.max(this.createLeaseMs, this.endLeaseMs));
+    const stuck = await this.#prisma.tunnel.findMany({
+      where: { status: { in: ['creating', 'ending'] }, updatedAt: { lt: cutoff } },
+      select: { id: true },
+      take: RESTORE_PAGE_SIZE,
+    });
+    for (const { id } of stuck) {
+      // Touch the row so the next pass does not pick it again while the reaper handles it.
+      await this.#prisma.tunnel.updateMany({ where: { id, status: { in: ['creating', 'ending'] } }, data: { updatedAt: new Date() } });
+      await this.#heartbeats.scheduleEnd(id, 0);
+    }
+    if (stuck.length > 0) this.#log.warn({ event: LogEvent.tunnelRecovered, count: stuck.length }, 'rows left creating/ending by a crash were scheduled for completion');
+    return stuck.length;
   }
 
   async list(ownerId: string): Promise<TunnelView[]> {
@@ -197,7 +265,8 @@ export class TunnelService {
     if (row) {
       log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
     } else {
-      row = (await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, status: 'ending' } })) ?? undefined;
+      // An end to retry: touching updated_at marks it as being worked on (see recoverStuck).
+      [row] = await this.#prisma.tunnel.updateManyAndReturn({ where: { id: tunnelId, status: 'ending' }, data: { updatedAt: new Date() } });
       if (!row) {
         await this.#heartbeats.forget(tunnelId);
         return 'not_found';

@@ -48,6 +48,8 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   env?: Record<string, string>;
   /** Share these with another broker (several instances on one database, Redis and Cloudflare). */
   shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
+  /** Use this database (e.g. on a private PostgreSQL) instead of a fresh one on the shared server. */
+  db?: TestDatabase;
 }
 
 /**
@@ -56,7 +58,7 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
  * tests call `app.reaper.sweep()` when they mean it.
  */
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
-  const db = options.shared?.db ?? (await createTestDatabase());
+  const db = options.shared?.db ?? options.db ?? (await createTestDatabase());
   const emulator = options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
   const keyPrefix = options.shared?.redisKeyPrefix ?? `test:${randomUUID()}:`;
   const config = loadConfig({
@@ -81,7 +83,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     logger: pino(loggerOptions(config), logs),
   });
   await app.ready();
-  const redis = new Redis(REDIS_URL, { keyPrefix });
+  const redis = new Redis(config.redis.url, { keyPrefix, maxRetriesPerRequest: 1 });
+  redis.on('error', () => {});
   const token = (userId: string, ttlSeconds?: number) => signAccessToken(TEST_JWT_SECRET, userId, ttlSeconds);
   return {
     app,
@@ -95,16 +98,17 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     async close() {
       await app.close();
       if (!options.shared) {
-        await deleteKeys(redis, keyPrefix);
+        await deleteKeys(redis, keyPrefix).catch(() => {});
         await emulator.close();
-        await db.drop();
+        if (!options.db) await db.drop();
       }
       redis.disconnect();
     },
   };
 }
 
-async function deleteKeys(redis: Redis, keyPrefix: string): Promise<void> {
+/** Deletes every key under the prefix: what a Redis flush looks like to one broker. */
+export async function deleteKeys(redis: Redis, keyPrefix: string): Promise<void> {
   // SCAN patterns are not prefixed by ioredis; the DEL arguments are, so strip it.
   let cursor = '0';
   for (let i = 0; i < 10_000; i++) {

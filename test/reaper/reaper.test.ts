@@ -52,7 +52,8 @@ describe('expiry', () => {
       expect(ended.endReason).toBe('heartbeat_lapsed');
       expect(broker.emulator.liveTunnels().some((t) => t.id === silentRow.cfTunnelId)).toBe(false);
       expect(broker.emulator.dnsRecords().some((r) => r.name === silent.hostname)).toBe(false);
-      expect(broker.logs.events('tunnel.reaped').some((l) => l.tunnelId === silent.tunnelId)).toBe(true);
+      // The log line follows the row update; wait for it rather than race it.
+      await eventually(() => broker.logs.events('tunnel.reaped').some((l) => l.tunnelId === silent.tunnelId), { timeoutMs: 2000, what: 'the tunnel.reaped log line' });
 
       // Slug and quota (MAX 2 here) are free again.
       const again = await createTunnel(`user-${randomUUID()}`, slug);
