@@ -7,8 +7,12 @@ export default defineConfig({
     // parallel and in any order.
     pool: 'forks',
     fileParallelism: true,
-    testTimeout: 30_000,
-    hookTimeout: 30_000,
+    // Most tests wait on I/O (databases, subprocesses, leases), so more workers than the
+    // two cores keeps the suite short.
+    maxWorkers: 4,
+    // Upper bounds only: the crash tests wait out real leases (about 12 s) in subprocesses.
+    testTimeout: 90_000,
+    hookTimeout: 60_000,
     sequence: { shuffle: { files: true, tests: false } },
   },
 });

@@ -2,7 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
 import type { Config } from './config/env.js';
-import { errorHandlerPlugin } from './errors/error-handler.js';
+import { errorHandlerPlugin, handleError } from './errors/error-handler.js';
 import { createLogger } from './logging/logger.js';
 import { authPlugin } from './plugins/auth.js';
 import { cloudflarePlugin } from './plugins/cloudflare.js';
@@ -10,7 +10,9 @@ import { prismaPlugin } from './plugins/prisma.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
 import { redisPlugin } from './plugins/redis.js';
 import { Reaper } from './reaper/reaper.js';
+import { Reconciler } from './reconcile/reconciler.js';
 import { HeartbeatStore } from './tunnels/heartbeat-store.js';
+import { IdempotencyStore } from './tunnels/idempotency.js';
 import { tunnelRoutes } from './tunnels/routes.js';
 import { TunnelService } from './tunnels/tunnel-service.js';
 
@@ -21,6 +23,8 @@ declare module 'fastify' {
     heartbeats: HeartbeatStore;
     /** Present when this process runs the reaper (BROKER_ROLE all or reaper). */
     reaper: Reaper | null;
+    /** Present when this process runs the reaper: removes upstream orphans. */
+    reconciler: Reconciler | null;
   }
 }
 
@@ -31,6 +35,8 @@ export interface BuildAppOptions {
   randomSlug?: () => string;
   /** Start the reaper's timer when the app is ready (default: when the role includes it). */
   startReaper?: boolean;
+  /** Start the reconciler's timer when the app is ready (default: as startReaper). */
+  startReconciler?: boolean;
 }
 
 /** Largest request body accepted: a create is a few dozen bytes. */
@@ -59,6 +65,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       },
     },
     routerOptions: { maxParamLength: 200 },
+    // The router's own errors (bad percent-encoding, over-long parameter) answer in the envelope too.
+    frameworkErrors: handleError,
   });
 
   // An empty body with a JSON content type is treated as no body (a heartbeat sent by a
@@ -68,6 +76,16 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
     defaultJsonParser(request, text, done);
+  });
+
+  // Responses to requests that were already in flight when shutdown began must close
+  // their connection, or a keep-alive client holds the server open past the grace period.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
   });
 
   app.decorate('config', config);
@@ -90,15 +108,35 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       });
       instance.decorate('heartbeats', heartbeats);
       instance.decorate('tunnels', service);
+      // A Redis that is new or came back empty is rebuilt from PostgreSQL before serving.
+      instance.addHook('onReady', async () => {
+        await service.restoreHeartbeatState();
+      });
       const runsReaper = config.role !== 'api';
       const reaper = runsReaper
         ? new Reaper({ service, heartbeats, logger: instance.log.child({ component: 'reaper' }), intervalMs: config.reaper.intervalSeconds * 1000 })
         : null;
       instance.decorate('reaper', reaper);
       if (reaper && (options.startReaper ?? true)) instance.addHook('onReady', async () => reaper.start());
+      const reconciler = runsReaper
+        ? new Reconciler({
+          prisma: instance.prisma,
+          redis: instance.redis,
+          provider: instance.tunnelProvider,
+          logger: instance.log.child({ component: 'reconciler' }),
+          tunnelDomain: config.tunnels.domain,
+          tunnelNamePrefix: config.cloudflare.tunnelNamePrefix,
+          intervalMs: config.reconcile.intervalSeconds * 1000,
+          graceMs: config.reconcile.graceSeconds * 1000,
+        })
+        : null;
+      instance.decorate('reconciler', reconciler);
+      if (reconciler && (options.startReconciler ?? options.startReaper ?? true)) instance.addHook('onReady', async () => reconciler.start());
       // Runs before the plugins' own onClose hooks (which close Redis and PostgreSQL), so the
-      // sweep in progress finishes with its connections still open.
-      instance.addHook('preClose', async () => reaper?.stop());
+      // sweep and reconcile pass in progress finish with their connections still open.
+      instance.addHook('preClose', async () => {
+        await Promise.all([reaper?.stop(), reconciler?.stop()]);
+      });
     }, { name: 'tunnels', dependencies: ['prisma', 'redis', 'cloudflare'] }),
   );
 
@@ -108,6 +146,12 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     await app.register(tunnelRoutes, {
       prefix: '/v1/tunnels',
       service: app.tunnels,
+      // A claim outlives the longest create, which is also when an abandoned create is rolled back.
+      idempotency: new IdempotencyStore(app.redis, {
+        secret: config.jwt.secret,
+        ttlSeconds: config.idempotency.ttlSeconds,
+        pendingTtlMs: app.tunnels.createLeaseMs,
+      }),
       heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
       createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,
     });

@@ -29,6 +29,10 @@ export function toAppError(error: unknown): AppError {
       return new AppError('PAYLOAD_TOO_LARGE');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AppError('UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_BAD_URL':
+      return new AppError('INVALID_INPUT', { message: 'The URL is not valid (malformed percent-encoding).' });
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new AppError('INVALID_INPUT', { message: 'A path parameter is too long.' });
   }
   // PostgreSQL or Redis away: a clean, retryable 503 rather than a 500.
   if (isDatabaseUnavailable(error) || isRedisUnavailable(error)) {
@@ -43,17 +47,33 @@ export function toAppError(error: unknown): AppError {
   return new AppError('INTERNAL_ERROR', { cause: error });
 }
 
-export function sendError(reply: FastifyReply, error: AppError): FastifyReply {
-  if (error.retryAfterSec !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfterSec))));
-  const body: { code: ErrorCode; message: string; details?: Record<string, unknown> } = {
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** The JSON envelope an error answers with (also what an idempotent replay stores). */
+export function errorBody(error: AppError): ErrorBody {
+  const body: ErrorBody = {
     code: error.code,
     message: error.statusCode >= 500 && error.code === 'INTERNAL_ERROR' ? ERROR_CATALOGUE.INTERNAL_ERROR.message : error.message,
   };
   if (error.details) body.details = error.details;
-  return reply.code(error.statusCode).type('application/json; charset=utf-8').send(body);
+  return body;
 }
 
-function handle(this: FastifyInstance, error: unknown, request: FastifyRequest, reply: FastifyReply) {
+export function sendError(reply: FastifyReply, error: AppError): FastifyReply {
+  if (error.retryAfterSec !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(error.retryAfterSec))));
+  return reply.code(error.statusCode).type('application/json; charset=utf-8').send(errorBody(error));
+}
+
+/**
+ * Also Fastify's `frameworkErrors` option: errors the router raises before any route or
+ * hook runs (a malformed percent-encoding, an over-long path parameter) would otherwise be
+ * answered in Fastify's own format instead of the envelope.
+ */
+export function handleError(error: unknown, request: FastifyRequest, reply: FastifyReply) {
   const appError = toAppError(error);
   if (appError.code === 'SERVICE_UNAVAILABLE') {
     request.log.warn({ err: error, code: appError.code, event: 'request.dependency_unavailable' }, 'a dependency is unavailable');
@@ -67,7 +87,7 @@ function handle(this: FastifyInstance, error: unknown, request: FastifyRequest, 
 
 export const errorHandlerPlugin = fp(
   async (app: FastifyInstance) => {
-    app.setErrorHandler(handle);
+    app.setErrorHandler(handleError);
     app.setNotFoundHandler((request, reply) => sendError(reply, new AppError('NOT_FOUND', { message: `Route ${request.method} ${request.url.split('?')[0]} not found.` })));
   },
   { name: 'error-handler', fastify: '5.x' },

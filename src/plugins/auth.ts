@@ -1,6 +1,7 @@
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { isUsableUserId } from '../auth/access-token.js';
 import { AppError } from '../errors/catalogue.js';
 
 declare module 'fastify' {
@@ -24,8 +25,6 @@ export interface AuthPluginOptions {
   secret: string;
 }
 
-const MAX_USER_ID_LENGTH = 200;
-
 /**
  * Access tokens: HS256 JWTs signed with JWT_SECRET, `sub` = user id, `exp` required.
  * fast-jwt compares signatures in constant time; verified tokens are cached (until
@@ -47,7 +46,7 @@ export const authPlugin = fp(
         reply.header('www-authenticate', 'Bearer');
         throw new AppError('UNAUTHORIZED');
       }
-      if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH) {
+      if (!isUsableUserId(sub)) {
         reply.header('www-authenticate', 'Bearer');
         throw new AppError('UNAUTHORIZED', { message: 'The token has no usable subject.' });
       }

@@ -1,12 +1,14 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { AppError } from '../errors/catalogue.js';
 import type { Tunnel } from '../generated/prisma/client.js';
+import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
-import type { TunnelService } from './tunnel-service.js';
+import type { CreatedTunnel, TunnelService } from './tunnel-service.js';
 
 export interface TunnelRoutesOptions {
   service: TunnelService;
+  idempotency: IdempotencyStore;
   heartbeatIntervalSeconds: number;
   createRateLimitPerMinute: number;
 }
@@ -31,6 +33,21 @@ function summary(tunnel: Tunnel, expiresAt: Date | null) {
   };
 }
 
+function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number) {
+  const { tunnel } = created;
+  return {
+    tunnelId: tunnel.id,
+    hostname: tunnel.hostname,
+    url: `https://${tunnel.hostname}`,
+    slug: tunnel.slug,
+    port: tunnel.port,
+    cloudflaredToken: created.cloudflaredToken,
+    heartbeatIntervalSec,
+    expiresAt: created.expiresAt.toISOString(),
+    createdAt: tunnel.createdAt.toISOString(),
+  };
+}
+
 /** /v1/tunnels: every route needs a bearer token. */
 export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOptions) {
   const { service } = options;
@@ -41,19 +58,18 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     schema: createTunnelSchema,
     config: { rateLimit: { max: options.createRateLimitPerMinute, timeWindow: 60_000 } },
   }, async (request, reply) => {
-    const created = await service.create(request.userId, request.body, request.log);
-    const { tunnel } = created;
-    return reply.code(201).send({
-      tunnelId: tunnel.id,
-      hostname: tunnel.hostname,
-      url: `https://${tunnel.hostname}`,
-      slug: tunnel.slug,
-      port: tunnel.port,
-      cloudflaredToken: created.cloudflaredToken,
-      heartbeatIntervalSec: options.heartbeatIntervalSeconds,
-      expiresAt: created.expiresAt.toISOString(),
-      createdAt: tunnel.createdAt.toISOString(),
-    });
+    const create = async () => createdBody(await service.create(request.userId, request.body, request.log), options.heartbeatIntervalSeconds);
+    const key = request.headers['idempotency-key'];
+    if (key === undefined) return reply.code(201).send(await create());
+    const response = await runIdempotent(
+      { store: options.idempotency, scope: { userId: request.userId, key }, canonicalRequest: canonicalCreateRequest(request.body), log: request.log },
+      async (): Promise<StoredResponse> => ({ statusCode: 201, body: await create() }),
+    );
+    if (response.replayed) reply.header(REPLAYED_HEADER, 'true');
+    // A replayed 4xx is not one of the typed success statuses. It goes through the same
+    // response serializer as the original, so the bytes match.
+    const untyped: FastifyReply = reply;
+    return untyped.code(response.statusCode).send(response.body);
   });
 
   api.get('/', { schema: listTunnelsSchema }, async (request) => {

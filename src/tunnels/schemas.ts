@@ -1,5 +1,6 @@
 import Type from 'typebox';
 import { errorResponses, Timestamp } from '../http/common-schemas.js';
+import { IDEMPOTENCY_KEY_PATTERN } from './idempotency.js';
 import { REQUESTED_SLUG_PATTERN } from './slug.js';
 
 export const TunnelIdParams = Type.Object({
@@ -22,6 +23,20 @@ export const CreateTunnelBody = Type.Object(
   // Unknown fields are ignored (and stripped), so newer clients work with older brokers.
   { additionalProperties: true },
 );
+
+export const CreateTunnelHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 255,
+      pattern: IDEMPOTENCY_KEY_PATTERN,
+      description:
+        'Optional, 1-255 printable ASCII characters. For IDEMPOTENCY_TTL_SECONDS (24 h by default) the same user and key replay ' +
+        'the first response (201, or a 4xx other than 401, 409 and 429), token included, with `Idempotent-Replayed: true`; the same ' +
+        'key with a different request is 422 IDEMPOTENCY_KEY_REUSED, and while the first request runs, 409 IDEMPOTENCY_KEY_IN_USE.',
+    }),
+  ),
+});
 
 const TunnelStatus = Type.Union([Type.Literal('creating'), Type.Literal('active'), Type.Literal('ending')]);
 
@@ -53,12 +68,14 @@ export const HeartbeatResponse = Type.Object({ expiresAt: Timestamp });
 
 export const createTunnelSchema = {
   summary: 'Create a tunnel',
+  headers: CreateTunnelHeaders,
   body: CreateTunnelBody,
   response: {
     201: CreatedTunnel,
     ...errorResponses([
-      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'TUNNEL_SLUG_CONFLICT', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
-      'TUNNEL_LIMIT_EXCEEDED', 'RATE_LIMITED', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SLUG_EXHAUSTED', 'SERVICE_UNAVAILABLE',
+      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'TUNNEL_SLUG_CONFLICT', 'IDEMPOTENCY_KEY_IN_USE', 'PAYLOAD_TOO_LARGE',
+      'UNSUPPORTED_MEDIA_TYPE', 'IDEMPOTENCY_KEY_REUSED', 'TUNNEL_LIMIT_EXCEEDED', 'RATE_LIMITED', 'UPSTREAM_ERROR',
+      'UPSTREAM_UNAVAILABLE', 'SLUG_EXHAUSTED', 'SERVICE_UNAVAILABLE',
     ]),
   },
 };

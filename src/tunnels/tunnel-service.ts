@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/env.js';
+import { MAX_BUDGET_WAIT_MS } from '../cloudflare/budget-gate.js';
 import type { ProvisionedTunnel, TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
 import { isUniqueViolation } from '../db/database-error.js';
@@ -12,11 +13,11 @@ import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRand
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
 const QUOTA_LOCK_NAMESPACE = 7_301;
 const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
-/** After a failed upstream teardown, the reaper tries again this much later (or after Retry-After). */
-export const END_RETRY_DELAY_MS = 15_000;
+/** After a failed upstream teardown, the reaper tries again this many sweeps later (or after Retry-After). */
+export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
-/** Slack on top of the computed worst case of a create or an end. */
-const LEASE_MARGIN_MS = 5_000;
+/** Slack on top of the computed worst case of a create or an end: at least this, or two timeouts. */
+const MIN_LEASE_MARGIN_MS = 1_000;
 
 export interface CreateTunnelInput {
   port: number;
@@ -40,7 +41,7 @@ export interface TunnelServiceDeps {
   prisma: PrismaClient;
   heartbeats: HeartbeatStore;
   provider: TunnelProvider;
-  config: Pick<Config, 'tunnels' | 'cloudflare'>;
+  config: Pick<Config, 'tunnels' | 'cloudflare' | 'reaper'>;
   logger: Logger;
   /** Injectable for tests that need to exhaust the slug space. */
   randomSlug?: () => string;
@@ -80,8 +81,14 @@ export class TunnelService {
     const { timeoutMs, maxRetries } = deps.config.cloudflare;
     // Worst case of the upstream calls on each path, with the SDK's backoff between retries.
     const perRetriedCall = timeoutMs * (maxRetries + 1) + 10_000 * maxRetries;
-    this.createLeaseMs = 3 * perRetriedCall + LEASE_MARGIN_MS;
-    this.endLeaseMs = 5 * perRetriedCall + LEASE_MARGIN_MS;
+    const margin = Math.max(MIN_LEASE_MARGIN_MS, 2 * timeoutMs);
+    // A create is at most: tunnel create, an adopting lookup and a token fetch, then the DNS
+    // create with its adopting lookup (two pages) in parallel with the ingress PUT.
+    this.createLeaseMs = 6 * perRetriedCall + margin;
+    // An end: DNS delete (or lookup + delete) with the connections cleanup, then the tunnel
+    // delete (maybe twice), each of which may first wait its turn in the request budget.
+    const budgetWaitMs = Math.min(deps.config.cloudflare.budget.windowSeconds * 1000 + 1_000, MAX_BUDGET_WAIT_MS);
+    this.endLeaseMs = 5 * perRetriedCall + budgetWaitMs + margin;
   }
 
   async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log): Promise<CreatedTunnel> {
@@ -123,7 +130,10 @@ export class TunnelService {
       if (dns.status === 'rejected') throw dns.reason;
       if (ingress.status === 'rejected') throw ingress.reason;
     } catch (error) {
-      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog);
+      // A tunnel create refused before it could make anything (the request budget was spent,
+      // or Cloudflare refused it outright) leaves nothing upstream to look for.
+      const nothingUpstream = !provisioned && isUpstreamError(error) && error.nothingCreated;
+      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog, nothingUpstream);
       throw this.#upstreamToAppError(error);
     }
 
@@ -290,7 +300,7 @@ export class TunnelService {
       await this.#provider.teardown({ rowId: row.id, hostname: row.hostname, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId });
     } catch (error) {
       const retryAfterMs = isUpstreamError(error) && error.retryAfterSec !== undefined ? error.retryAfterSec * 1000 : 0;
-      await this.#heartbeats.scheduleEnd(row.id, Math.max(END_RETRY_DELAY_MS, retryAfterMs));
+      await this.#heartbeats.scheduleEnd(row.id, Math.max(END_RETRY_SWEEPS * this.#config.reaper.intervalSeconds * 1000, retryAfterMs));
       log.warn({ event: LogEvent.tunnelEndFailed, err: error, reason: row.endReason }, 'upstream teardown failed; will retry');
       return { outcome: 'retry_scheduled', error: error as Error };
     }
@@ -344,13 +354,19 @@ export class TunnelService {
   }
 
   /** Removes whatever this create made upstream, and frees the slug and quota. */
-  async #rollBackCreate(row: Tunnel, cfTunnelId: string | null, dnsRecordId: string | null, log: Logger): Promise<void> {
+  async #rollBackCreate(row: Tunnel, cfTunnelId: string | null, dnsRecordId: string | null, log: Logger, nothingUpstream = false): Promise<void> {
     const [ending] = await this.#prisma.tunnel.updateManyAndReturn({
       where: { id: row.id, status: { in: ['creating', 'ending'] } },
       data: { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId },
     });
     log.warn({ event: LogEvent.tunnelCreateFailed }, 'create failed upstream; rolling back');
     if (!ending) return;
+    if (nothingUpstream) {
+      // Looking upstream by name would spend the request budget (or wait for it) to find nothing.
+      await this.#prisma.tunnel.updateMany({ where: { id: row.id, status: 'ending' }, data: { status: 'ended', endedAt: new Date() } });
+      await this.#heartbeats.forget(row.id);
+      return;
+    }
     await this.finishEnd(ending, log);
   }
 

@@ -56,6 +56,22 @@ describe('error responses', () => {
     expect(res.json().code).toBe('INVALID_INPUT');
   });
 
+  // Found by test/http/fuzz.test.ts: the router answered these in Fastify's own format.
+  it('a malformed percent-encoding in the path is 400 INVALID_INPUT in the envelope', async () => {
+    for (const url of ['/v1/tunnels/%', '/v1/tunnels/%E0%A4%A/heartbeat', '/%zz']) {
+      const res = await broker.app.inject({ method: 'GET', url, headers: broker.auth('u') });
+      expect(res.statusCode, url).toBe(400);
+      expect(res.json(), url).toEqual({ code: 'INVALID_INPUT', message: expect.any(String) });
+    }
+  });
+
+  it('a path parameter over the router limit is 400 INVALID_INPUT in the envelope', async () => {
+    const res = await broker.app.inject({ method: 'GET', url: `/v1/tunnels/${'a'.repeat(5_000)}`, headers: broker.auth('u') });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toEqual({ code: 'INVALID_INPUT', message: expect.any(String) });
+    expect(res.body).not.toContain('aaaa');
+  });
+
   it('a prototype-poisoning body is refused as INVALID_INPUT', async () => {
     const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: { ...broker.auth('u'), 'content-type': 'application/json' }, payload: '{"port":3000,"__proto__":{"admin":true}}' });
     expect(res.statusCode).toBe(400);

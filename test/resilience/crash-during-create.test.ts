@@ -4,8 +4,8 @@ import type { EndpointName } from '../../src/cloudflare/emulator/emulator.js';
 import { eventually } from '../helpers/broker.js';
 import { startCluster, waitForNewRequest, type Cluster } from '../helpers/cluster.js';
 
-// Short timeouts make the create lease (3 x timeout + 5 s margin) about 6.5 s.
-const env = { CLOUDFLARE_TIMEOUT_MS: '500', CLOUDFLARE_MAX_RETRIES: '0', REAPER_INTERVAL_SECONDS: '1', MAX_TUNNELS_PER_USER: '1' };
+// Short timeouts (and a 1 s budget window) make the create lease (6 x timeout + 2 x timeout) 8 s.
+const env = { CLOUDFLARE_TIMEOUT_MS: '1000', CLOUDFLARE_MAX_RETRIES: '0', CLOUDFLARE_BUDGET_WINDOW_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1', MAX_TUNNELS_PER_USER: '1' };
 let cluster: Cluster;
 beforeAll(async () => {
   cluster = await startCluster(env);
@@ -39,7 +39,7 @@ async function killMidCreate(hangOn: EndpointName[], waitFor: EndpointName | und
   expect(cluster.emulator.dnsRecords().length - before.dns).toBe(expectUpstream.dns);
 
   // The survivor's reaper rolls it back once the create's lease runs out.
-  await eventually(async () => (await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id: row!.id } })).status === 'ended', { timeoutMs: 20_000, intervalMs: 200, what: 'the abandoned create rolled back' });
+  await eventually(async () => (await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id: row!.id } })).status === 'ended', { timeoutMs: 40_000, intervalMs: 200, what: 'the abandoned create rolled back' });
   expect(await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id: row!.id } })).toMatchObject({ endReason: 'create_failed' });
   expect(cluster.emulator.liveTunnels().length).toBe(before.tunnels);
   expect(cluster.emulator.dnsRecords().length).toBe(before.dns);

@@ -4,8 +4,8 @@ import type { EndpointName } from '../../src/cloudflare/emulator/emulator.js';
 import { eventually } from '../helpers/broker.js';
 import { startCluster, waitForNewRequest, type Cluster } from '../helpers/cluster.js';
 
-// Short timeouts make the end lease (5 x timeout + 5 s margin) about 7.5 s.
-const env = { CLOUDFLARE_TIMEOUT_MS: '500', CLOUDFLARE_MAX_RETRIES: '0', REAPER_INTERVAL_SECONDS: '1' };
+// Short timeouts and a 1 s budget window make the end lease (5 x timeout + 2 s + 2 x timeout) 9 s.
+const env = { CLOUDFLARE_TIMEOUT_MS: '1000', CLOUDFLARE_MAX_RETRIES: '0', CLOUDFLARE_BUDGET_WINDOW_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1' };
 let cluster: Cluster;
 beforeAll(async () => {
   cluster = await startCluster(env);
@@ -36,7 +36,7 @@ async function killMidDelete(hangOn: EndpointName, waitFor?: EndpointName) {
   const hb = await cluster.survivor.app.inject({ method: 'POST', url: `/v1/tunnels/${id}/heartbeat`, headers: cluster.survivor.auth(userId) });
   expect(hb.statusCode).toBe(404);
 
-  await eventually(async () => (await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).status === 'ended', { timeoutMs: 20_000, intervalMs: 200, what: 'the interrupted delete completed' });
+  await eventually(async () => (await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).status === 'ended', { timeoutMs: 40_000, intervalMs: 200, what: 'the interrupted delete completed' });
   expect(await cluster.survivor.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ endReason: 'deleted' });
   expect(cluster.emulator.liveTunnels().some((t) => t.id === row.cfTunnelId)).toBe(false);
   expect(cluster.emulator.dnsRecords().some((r) => r.id === row.dnsRecordId)).toBe(false);

@@ -7,7 +7,7 @@ import { startCluster, waitForNewRequest, type Cluster } from '../helpers/cluste
 // Two broker processes, each running API and reaper, on one PostgreSQL, Redis and Cloudflare.
 const env = {
   TUNNEL_TTL_SECONDS: '2', HEARTBEAT_INTERVAL_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1',
-  CLOUDFLARE_TIMEOUT_MS: '500', CLOUDFLARE_MAX_RETRIES: '0', CREATE_RATE_LIMIT_PER_MINUTE: '20',
+  CLOUDFLARE_TIMEOUT_MS: '1000', CLOUDFLARE_MAX_RETRIES: '0', CLOUDFLARE_BUDGET_WINDOW_SECONDS: '1', CREATE_RATE_LIMIT_PER_MINUTE: '20',
 };
 let cluster: Cluster;
 let a: BrokerProcess;
@@ -60,7 +60,7 @@ describe('two broker processes', () => {
       created.push(res.body.tunnelId);
     }
     // Nobody heartbeats: both reapers race for all ten.
-    await eventually(async () => (await rows({ id: { in: created }, status: 'ended' })).length === created.length, { timeoutMs: 20_000, intervalMs: 200, what: 'all ten reaped' });
+    await eventually(async () => (await rows({ id: { in: created }, status: 'ended' })).length === created.length, { timeoutMs: 40_000, intervalMs: 200, what: 'all ten reaped' });
     for (const row of await rows({ id: { in: created } })) {
       expect(row.endReason).toBe('heartbeat_lapsed');
       const deletes = cluster.emulator.requests.filter((r) => r.endpoint === 'tunnel.delete' && r.path.includes(row.cfTunnelId!));
@@ -82,7 +82,7 @@ describe('two broker processes', () => {
     remove();
     const [row] = await rows({ ownerId: userId });
     expect(row?.status).toBe('creating');
-    await eventually(async () => (await rows({ id: row!.id, status: 'ended' })).length === 1, { timeoutMs: 20_000, intervalMs: 200, what: 'b to roll back a\'s create' });
+    await eventually(async () => (await rows({ id: row!.id, status: 'ended' })).length === 1, { timeoutMs: 40_000, intervalMs: 200, what: 'b to roll back a\'s create' });
     expect(cluster.emulator.liveTunnels().some((t) => t.name.endsWith(row!.id))).toBe(false);
     expect(cluster.emulator.dnsRecords().some((r) => r.name === row!.hostname)).toBe(false);
     // b is still serving.

@@ -147,7 +147,7 @@ describe('DELETE /v1/tunnels/:id', () => {
     expect(await broker.redis.zscore('deadlines', tunnel.tunnelId)).not.toBeNull();
 
     remove();
-    // Make the retry due now rather than after END_RETRY_DELAY_MS.
+    // Make the retry due now rather than END_RETRY_SWEEPS sweeps later.
     await broker.redis.zadd('deadlines', 0, tunnel.tunnelId);
     await broker.app.reaper!.sweep();
     expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnel.tunnelId } })).toMatchObject({ status: 'ended', endReason: 'deleted' });

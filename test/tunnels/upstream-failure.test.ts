@@ -38,13 +38,16 @@ async function expectCleanFailure(fault: Omit<FaultRule, 'endpoint'> & { endpoin
   expect(retry.statusCode).toBe(201);
 }
 
+// Creates are retried (CLOUDFLARE_MAX_RETRIES is 1 here, so two attempts) and adopt what a
+// lost attempt made; test/tunnels/create-retries.test.ts covers the retries that succeed.
+// Here every attempt fails, so the create must end cleanly anyway.
 describe('a Cloudflare failure at each create step leaves nothing behind', () => {
-  it('tunnel create fails with 500', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'error5xx', status: 500, times: 1 }, { status: 502, code: 'UPSTREAM_ERROR' }));
-  it('tunnel create is rate limited', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'rateLimit', retryAfterSec: 7, times: 1 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryAfter: true }));
-  it('tunnel create times out', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'hang', times: 1 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryAfter: true }));
-  it('tunnel create succeeds upstream but the response is lost', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'lostResponse', times: 1 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE' }));
+  it('tunnel create fails with 500 (not retried)', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'error5xx', status: 500, times: 1 }, { status: 502, code: 'UPSTREAM_ERROR' }));
+  it('tunnel create is rate limited with a Retry-After too long to wait for', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'rateLimit', retryAfterSec: 7, times: 1 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryAfter: true }));
+  it('tunnel create times out on every attempt', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'hang', times: 2 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryAfter: true }));
+  it('tunnel create succeeds upstream but the response is lost on every attempt', () => expectCleanFailure({ endpoint: 'tunnel.create', kind: 'lostResponse', times: 2 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE' }));
   it('DNS record create fails', () => expectCleanFailure({ endpoint: 'dns.create', kind: 'error5xx', status: 500, times: 1 }, { status: 502, code: 'UPSTREAM_ERROR' }));
-  it('DNS record create succeeds upstream but the response is lost', () => expectCleanFailure({ endpoint: 'dns.create', kind: 'lostResponse', times: 1 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE' }));
+  it('DNS record create succeeds upstream but the response is lost on every attempt', () => expectCleanFailure({ endpoint: 'dns.create', kind: 'lostResponse', times: 2 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE' }));
   it('ingress configuration fails on every attempt', () => expectCleanFailure({ endpoint: 'tunnel.configuration.put', kind: 'error5xx', status: 503, times: 2 }, { status: 503, code: 'UPSTREAM_UNAVAILABLE', retryAfter: true }));
 });
 

@@ -1,0 +1,119 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { RequestBudget } from './request-budget.js';
+import { BUDGET_RETRY_AFTER_MS_HEADER, CF_ERROR } from './upstream-error.js';
+
+/** What a request does when the budget is spent: refuse at once (creates) or wait its turn (teardowns, lists). */
+export type BudgetPolicy = 'fail' | 'wait';
+
+type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+/**
+ * How long a 'wait' operation waits for the budget in total: below the API's 30 s request
+ * timeout, so a DELETE that waits still answers (with 503 + Retry-After if the bound is hit,
+ * the tunnel staying `ending` for the reaper).
+ */
+export const MAX_BUDGET_WAIT_MS = 20_000;
+
+export interface BudgetGateOptions {
+  /** The per-request timeout the SDK was given (CLOUDFLARE_TIMEOUT_MS). */
+  requestTimeoutMs: number;
+  /** Total wait of one 'wait' operation; default min(window + 1 s, MAX_BUDGET_WAIT_MS). */
+  maxWaitMs?: number;
+  /** Slots per window that 'fail' callers leave to 'wait' callers; default 10 % of the budget. */
+  reserveForWaiters?: number;
+}
+
+interface GateContext {
+  policy: BudgetPolicy;
+  /** 'wait' only: every request of the operation shares this deadline. */
+  waitUntil: number;
+}
+
+/**
+ * Puts every request the Cloudflare SDK sends through the shared RequestBudget.
+ *
+ * It wraps the SDK's `fetch`, which the SDK calls once per attempt, so its own retries
+ * and every page of a list count too. Callers choose the policy for everything they
+ * run inside `run(policy, fn)` (AsyncLocalStorage carries it down to the fetch); code
+ * that chose none gets 'wait'.
+ *
+ * A refused request never reaches the network: the SDK receives a synthetic 429 marked
+ * as ours (BUDGET_RETRY_AFTER_MS_HEADER) and `x-should-retry: false`, so it does not
+ * retry it, and translateUpstreamError turns it into a `rate_limited` UpstreamError with
+ * `budgetExhausted` set and the time until a slot frees as its Retry-After.
+ *
+ * Creates may use the budget only up to `requests - reserve`: a storm of creates can
+ * never leave teardowns (which free quota and slugs) without a turn.
+ */
+export class BudgetGate {
+  readonly budget: RequestBudget;
+  readonly maxWaitMs: number;
+  readonly reserveForWaiters: number;
+  readonly #requestTimeoutMs: number;
+  readonly #context = new AsyncLocalStorage<GateContext>();
+  readonly #closing = new AbortController();
+
+  constructor(budget: RequestBudget, options: BudgetGateOptions) {
+    this.budget = budget;
+    this.#requestTimeoutMs = options.requestTimeoutMs;
+    this.maxWaitMs = options.maxWaitMs ?? Math.min(budget.windowMs + 1_000, MAX_BUDGET_WAIT_MS);
+    this.reserveForWaiters = options.reserveForWaiters ?? Math.floor(budget.requests / 10);
+  }
+
+  /**
+   * Shutting down: nobody waits for the budget any more (a waiting teardown fails as
+   * transient at once and stays `ending` for a reaper), so a wait cannot outlast the
+   * shutdown grace period. Requests that find a free slot still go.
+   */
+  close(): void {
+    this.#closing.abort();
+  }
+
+  /** Runs `fn` with every Cloudflare request it makes under `policy`. */
+  run<T>(policy: BudgetPolicy, fn: () => Promise<T>): Promise<T> {
+    return this.#context.run({ policy, waitUntil: Date.now() + this.maxWaitMs }, fn);
+  }
+
+  wrapFetch(fetch: Fetch): Fetch {
+    return async (input, init) => {
+      const context = this.#context.getStore() ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs };
+      if (context.policy === 'fail') {
+        const decision = await this.budget.tryAcquire({ reserve: this.reserveForWaiters });
+        return decision.ok ? fetch(input, init) : budgetExhaustedResponse(decision.retryAfterMs);
+      }
+      const closing = this.#closing.signal;
+      const waited = await this.budget
+        .acquire({ maxWaitMs: closing.aborted ? 0 : context.waitUntil - Date.now(), signal: closing })
+        .catch((error: unknown) => {
+          if (closing.aborted) return { ok: false as const, retryAfterMs: CLOSED_RETRY_AFTER_MS };
+          throw error;
+        });
+      if (!waited.ok) return budgetExhaustedResponse(waited.retryAfterMs);
+      if (waited.waitedMs === 0) return fetch(input, init);
+      // The SDK's timeout clock started before this call and may have run out while we
+      // waited for the budget: the request itself gets a full timeout of its own.
+      return fetch(input, { ...init, signal: AbortSignal.timeout(this.#requestTimeoutMs) });
+    };
+  }
+}
+
+/** What a wait cut short by shutdown reports: another instance (or this one, restarted) soon takes over. */
+const CLOSED_RETRY_AFTER_MS = 1_000;
+
+function budgetExhaustedResponse(retryAfterMs: number): Response {
+  const body = {
+    success: false,
+    errors: [{ code: CF_ERROR.RATE_LIMITED, message: "The broker's Cloudflare request budget is spent; the request was not sent." }],
+    messages: [],
+    result: null,
+  };
+  return new Response(JSON.stringify(body), {
+    status: 429,
+    headers: {
+      'content-type': 'application/json',
+      'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
+      [BUDGET_RETRY_AFTER_MS_HEADER]: String(Math.max(1, Math.round(retryAfterMs))),
+      'x-should-retry': 'false',
+    },
+  });
+}
