@@ -37,6 +37,15 @@ export const EnvSchema = Type.Object({
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
   REDIS_KEY_PREFIX: Type.String({ default: 'tb:', maxLength: 64 }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  /** Also accept RS256/ES256 access tokens from an identity provider: a PEM public key, or a JWKS URL. */
+  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  JWT_ISSUER: Type.Optional(Type.String({ minLength: 1 })),
+  JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
+  /** The claim that carries the user id. */
+  JWT_USER_CLAIM: Type.String({ default: 'sub', minLength: 1, maxLength: 100 }),
+  /** Bearer token required by GET /metrics when set. */
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   CLOUDFLARE_API_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   CLOUDFLARE_ACCOUNT_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
   CLOUDFLARE_ZONE_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
@@ -97,7 +106,16 @@ export interface Config {
   http: { host: string; port: number };
   databaseUrl: string;
   redis: { url: string; keyPrefix: string };
-  jwt: { secret: string; isDevelopmentSecret: boolean };
+  jwt: {
+    secret: string;
+    isDevelopmentSecret: boolean;
+    publicKey: string | undefined;
+    jwksUrl: string | undefined;
+    issuer: string | undefined;
+    audience: string | undefined;
+    userClaim: string;
+  };
+  metrics: { token: string | undefined };
   cloudflare: CloudflareConfig;
   tunnels: {
     domain: string;
@@ -175,7 +193,17 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     http: { host: env.HOST, port: env.PORT },
     databaseUrl: env.DATABASE_URL,
     redis: { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX },
-    jwt: { secret: env.JWT_SECRET ?? DEV_JWT_SECRET, isDevelopmentSecret: env.JWT_SECRET === undefined },
+    jwt: {
+      secret: env.JWT_SECRET ?? DEV_JWT_SECRET,
+      isDevelopmentSecret: env.JWT_SECRET === undefined,
+      // PEM keys arrive through env files with literal "\n" more often than not.
+      publicKey: env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n'),
+      jwksUrl: env.JWT_JWKS_URL,
+      issuer: env.JWT_ISSUER,
+      audience: env.JWT_AUDIENCE,
+      userClaim: env.JWT_USER_CLAIM,
+    },
+    metrics: { token: env.METRICS_TOKEN },
     cloudflare: {
       mode: useEmulator ? 'emulator' : 'remote',
       apiToken: env.CLOUDFLARE_API_TOKEN ?? EMULATOR_API_TOKEN,
