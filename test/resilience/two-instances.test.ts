@@ -89,3 +89,33 @@ describe('two broker processes', () => {
     expect((await b.request('GET', '/v1/tunnels', { userId })).status).toBe(200);
   });
 });
+
+describe('two broker processes and one Cloudflare request budget', () => {
+  let small: Cluster;
+  let x: BrokerProcess;
+  let y: BrokerProcess;
+  // 20 requests per minute across both; creates may use 18 of them (10% stays for teardowns).
+  beforeAll(async () => {
+    small = await startCluster({ ...env, CLOUDFLARE_BUDGET_REQUESTS: '20', CLOUDFLARE_BUDGET_WINDOW_SECONDS: '60' }, { survivorReaper: false });
+    [x, y] = await Promise.all([small.spawn('x'), small.spawn('y')]);
+  }, 60_000);
+  afterAll(async () => {
+    await small?.close();
+  });
+
+  it('never lets the two together exceed it: creates beyond it fail fast with 503 and Retry-After, sending nothing', async () => {
+    const results = [];
+    for (let i = 0; i < 10; i++) {
+      results.push(await (i % 2 === 0 ? x : y).request('POST', '/v1/tunnels', { userId: `user-${randomUUID()}`, body: { port: 3000 } }));
+    }
+    // Each create costs three upstream requests (tunnel, DNS, ingress): six fit in 18.
+    expect(results.filter((r) => r.status === 201)).toHaveLength(6);
+    const refused = results.filter((r) => r.status === 503);
+    expect(refused).toHaveLength(4);
+    for (const r of refused) {
+      expect(r.body.code).toBe('UPSTREAM_UNAVAILABLE');
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    expect(small.emulator.requests.length).toBeLessThanOrEqual(20);
+  });
+});
