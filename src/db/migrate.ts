@@ -104,7 +104,8 @@ interface MigrationFolder {
   script: string;
 }
 
-interface MigrationRow {
+/** A row of Prisma's `_prisma_migrations`. */
+export interface MigrationRow {
   id: string;
   checksum: string;
   finished_at: Date | null;

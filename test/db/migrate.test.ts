@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ensureDatabase, MigrationError, quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
+import { ensureDatabase, MigrationError, type MigrationRow, quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
 
 const BASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
@@ -69,17 +69,6 @@ async function migrationsDir(migrations: Record<string, string>): Promise<string
     await writeFile(path.join(dir, name, 'migration.sql'), sql);
   }
   return dir;
-}
-
-interface MigrationRow {
-  id: string;
-  checksum: string;
-  finished_at: Date | null;
-  migration_name: string;
-  logs: string | null;
-  rolled_back_at: Date | null;
-  started_at: Date;
-  applied_steps_count: number;
 }
 
 async function migrationRows(url: string): Promise<MigrationRow[]> {
