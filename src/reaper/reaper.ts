@@ -1,3 +1,4 @@
+import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
@@ -53,9 +54,8 @@ export class Reaper {
   readonly #batchSize: number;
   readonly #concurrency: number;
   readonly #maxBatches: number;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #timer: PeriodicTimer;
   #running: Promise<SweepResult> | undefined;
-  #started = false;
   #stopping = false;
 
   constructor(options: ReaperOptions) {
@@ -66,26 +66,26 @@ export class Reaper {
     this.#batchSize = options.batchSize ?? DEFAULT_REAPER_BATCH_SIZE;
     this.#concurrency = options.concurrency ?? DEFAULT_REAPER_CONCURRENCY;
     this.#maxBatches = options.maxBatchesPerSweep ?? DEFAULT_REAPER_MAX_BATCHES;
+    this.#timer = new PeriodicTimer({
+      intervalMs: this.#intervalMs,
+      tick: () => this.sweep(),
+      onError: (error) => this.#log.error({ err: error, event: LogEvent.reaperSweepFailed }, 'reaper sweep failed'),
+    });
   }
 
   get started(): boolean {
-    return this.#started;
+    return this.#timer.started;
   }
 
   start(): void {
-    if (this.#started) return;
-    this.#started = true;
+    if (!this.#timer.start()) return;
     this.#stopping = false;
     this.#log.info({ intervalMs: this.#intervalMs }, 'reaper started');
-    this.#schedule();
   }
 
   async stop(): Promise<void> {
-    if (!this.#started) return;
-    this.#started = false;
+    if (!this.#timer.stop()) return;
     this.#stopping = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
     await this.#running?.catch(() => {});
     this.#log.info('reaper stopped');
   }
@@ -96,15 +96,6 @@ export class Reaper {
       this.#running = undefined;
     });
     return this.#running;
-  }
-
-  #schedule(): void {
-    if (!this.#started) return;
-    this.#timer = setTimeout(() => {
-      this.sweep()
-        .catch((error: unknown) => this.#log.error({ err: error, event: LogEvent.reaperSweepFailed }, 'reaper sweep failed'))
-        .finally(() => this.#schedule());
-    }, this.#intervalMs);
   }
 
   async #sweep(): Promise<SweepResult> {

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { ListedDnsRecord, ListedTunnel, TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import { isUpstreamError } from '../cloudflare/upstream-error.js';
 import type { Prisma, PrismaClient, TunnelStatus } from '../generated/prisma/client.js';
+import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 300_000;
@@ -209,9 +210,8 @@ export class Reconciler {
   readonly #concurrency: number;
   readonly #maxDeletions: number;
   readonly #lockLeaseMs: number;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #timer: PeriodicTimer;
   #running: { dryRun: boolean; promise: Promise<ReconcileReport> } | undefined;
-  #started = false;
   #stopping = false;
 
   constructor(options: ReconcilerOptions) {
@@ -232,26 +232,26 @@ export class Reconciler {
       options.redis.defineCommand('tbReconcileRenew', { numberOfKeys: 1, lua: RENEW_LOCK });
     }
     this.#redis = options.redis as Redis & ReconcileLockCommands;
+    this.#timer = new PeriodicTimer({
+      intervalMs: this.#intervalMs,
+      tick: () => this.reconcile(),
+      onError: (error) => this.#log.error({ err: error, event: LogEvent.reconcileFailed }, 'reconcile pass failed'),
+    });
   }
 
   get started(): boolean {
-    return this.#started;
+    return this.#timer.started;
   }
 
   start(): void {
-    if (this.#started) return;
-    this.#started = true;
+    if (!this.#timer.start()) return;
     this.#stopping = false;
     this.#log.info({ intervalMs: this.#intervalMs, graceMs: this.#graceMs }, 'reconciler started');
-    this.#schedule();
   }
 
   async stop(): Promise<void> {
-    if (!this.#started) return;
-    this.#started = false;
+    if (!this.#timer.stop()) return;
     this.#stopping = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
     await this.#running?.promise.catch(() => {});
     // Only the passes running at stop() are cut short; a later manual pass runs in full.
     this.#stopping = false;
@@ -276,15 +276,6 @@ export class Reconciler {
     });
     this.#running = { dryRun, promise };
     return promise;
-  }
-
-  #schedule(): void {
-    if (!this.#started) return;
-    this.#timer = setTimeout(() => {
-      this.reconcile()
-        .catch((error: unknown) => this.#log.error({ err: error, event: LogEvent.reconcileFailed }, 'reconcile pass failed'))
-        .finally(() => this.#schedule());
-    }, this.#intervalMs);
   }
 
   async #pass(dryRun: boolean): Promise<ReconcileReport> {
