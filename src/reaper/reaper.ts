@@ -1,6 +1,6 @@
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import { type DueClaim, HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
+import { HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
 
 export const DEFAULT_REAPER_INTERVAL_MS = 5_000;
@@ -19,13 +19,6 @@ export interface ReaperOptions {
   batchSize?: number;
   concurrency?: number;
   maxBatchesPerSweep?: number;
-  /** Told the outcome of every claimed tunnel (metrics). */
-  observer?: ReaperObserver;
-}
-
-export interface ReaperObserver {
-  /** `msPastDeadline`: from the deadline it was due at to the end of its handling; null when it had none. */
-  reaped(outcome: EndOutcome | 'failed', msPastDeadline: number | null): void;
 }
 
 export interface SweepResult {
@@ -61,7 +54,6 @@ export class Reaper {
   readonly #batchSize: number;
   readonly #concurrency: number;
   readonly #maxBatches: number;
-  readonly #observer: ReaperObserver | undefined;
   readonly #timer: PeriodicTimer;
   #running: Promise<SweepResult> | undefined;
   #stopping = false;
@@ -74,7 +66,6 @@ export class Reaper {
     this.#batchSize = options.batchSize ?? DEFAULT_REAPER_BATCH_SIZE;
     this.#concurrency = options.concurrency ?? DEFAULT_REAPER_CONCURRENCY;
     this.#maxBatches = options.maxBatchesPerSweep ?? DEFAULT_REAPER_MAX_BATCHES;
-    this.#observer = options.observer;
     this.#timer = new PeriodicTimer({
       intervalMs: this.#intervalMs,
       tick: () => this.sweep(),
@@ -119,19 +110,17 @@ export class Reaper {
     }
     result.recovered = await this.#service.recoverStuck();
     for (let batch = 0; batch < this.#maxBatches; batch++) {
-      let claims: DueClaim[];
+      let ids: string[];
       try {
-        claims = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+        ids = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
       } catch (error) {
         // Lost between the check above and now: the next sweep rebuilds.
         if (error instanceof HeartbeatStateLostError) break;
         throw error;
       }
-      if (claims.length === 0) break;
-      result.claimed += claims.length;
-      // Lateness = how late it was when claimed (Redis's clock) + how long handling it took (ours).
-      const claimedAt = performance.now();
-      await mapWithConcurrency(claims, this.#concurrency, async ({ id, msPastDeadline }) => {
+      if (ids.length === 0) break;
+      result.claimed += ids.length;
+      await mapWithConcurrency(ids, this.#concurrency, async (id) => {
         let outcome: EndOutcome | 'failed';
         try {
           outcome = await this.#service.endDue(id, this.#log);
@@ -144,9 +133,8 @@ export class Reaper {
         else if (outcome === 'retry_scheduled') result.retryScheduled++;
         else if (outcome === 'not_found') result.notFound++;
         else result.failed++;
-        this.#observer?.reaped(outcome, msPastDeadline === null ? null : msPastDeadline + (performance.now() - claimedAt));
       });
-      if (claims.length < this.#batchSize || this.#stopping) break;
+      if (ids.length < this.#batchSize || this.#stopping) break;
     }
     return this.#finish(result, started);
   }

@@ -32,10 +32,7 @@ export type EndpointName =
   | 'dns.get'
   | 'dns.edit'
   | 'dns.update'
-  | 'dns.delete'
-  | 'zone.get'
-  | 'user.tokens.verify'
-  | 'account.tokens.verify';
+  | 'dns.delete';
 
 export type FaultKind = 'error5xx' | 'rateLimit' | 'hang' | 'latency' | 'lostResponse';
 
