@@ -34,6 +34,9 @@ COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node package.json ./
 # The migration runner reads these at start (and in the compose `migrate` service).
 COPY --chown=node:node prisma/migrations ./prisma/migrations
+# The operator CLI: `docker compose run --rm api tunnel-broker doctor` runs dist/cli/main.js.
+COPY --chown=node:node bin ./bin
+RUN ln -s /app/bin/tunnel-broker.mjs /usr/local/bin/tunnel-broker
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -1,13 +1,18 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
+import type { JwksTuning } from './auth/token-verifier.js';
 import type { Config } from './config/env.js';
 import { errorHandlerPlugin, handleError } from './errors/error-handler.js';
 import { createLogger } from './logging/logger.js';
+import { BrokerMetrics } from './metrics/metrics.js';
 import { authPlugin } from './plugins/auth.js';
 import { cloudflarePlugin } from './plugins/cloudflare.js';
+import { metricsPlugin } from './plugins/metrics.js';
+import { openapiPlugin } from './plugins/openapi.js';
 import { prismaPlugin } from './plugins/prisma.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
+import { readinessPlugin } from './plugins/readiness.js';
 import { redisPlugin } from './plugins/redis.js';
 import { Reaper } from './reaper/reaper.js';
 import { Reconciler } from './reconcile/reconciler.js';
@@ -37,6 +42,8 @@ export interface BuildAppOptions {
   startReaper?: boolean;
   /** Start the reconciler's timer when the app is ready (default: as startReaper). */
   startReconciler?: boolean;
+  /** JWKS fetch tuning for JWT_JWKS_URL (tests shorten the intervals and drive the clock). */
+  jwks?: JwksTuning;
 }
 
 /** Largest request body accepted: a create is a few dozen bytes. */
@@ -90,11 +97,17 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
 
   app.decorate('config', config);
   await app.register(errorHandlerPlugin);
+  // Before every route: the OpenAPI document is built from the routes it sees being added.
+  await app.register(openapiPlugin);
+  // This app's own registry: several apps in one process must not share counters.
+  const metrics = new BrokerMetrics({ cloudflareBudgetRequests: config.cloudflare.budget.requests });
   await app.register(prismaPlugin, { databaseUrl: config.databaseUrl });
   await app.register(redisPlugin, config.redis);
-  await app.register(cloudflarePlugin, { config: config.cloudflare });
-  await app.register(authPlugin, { secret: config.jwt.secret });
-  await app.register(rateLimitPlugin);
+  await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics });
+  await app.register(authPlugin, { jwt: config.jwt, ...(options.jwks ? { jwks: options.jwks } : {}) });
+  await app.register(rateLimitPlugin, { onExceeded: () => metrics.rateLimited('create_rate') });
+  await app.register(metricsPlugin, { metrics, token: config.metrics.token });
+  await app.register(readinessPlugin);
   await app.register(
     fp(async (instance: FastifyInstance) => {
       const heartbeats = new HeartbeatStore(instance.redis, { ttlSeconds: config.tunnels.ttlSeconds });
@@ -114,7 +127,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       });
       const runsReaper = config.role !== 'api';
       const reaper = runsReaper
-        ? new Reaper({ service, heartbeats, logger: instance.log.child({ component: 'reaper' }), intervalMs: config.reaper.intervalSeconds * 1000 })
+        ? new Reaper({ service, heartbeats, logger: instance.log.child({ component: 'reaper' }), intervalMs: config.reaper.intervalSeconds * 1000, observer: metrics })
         : null;
       instance.decorate('reaper', reaper);
       if (reaper && (options.startReaper ?? true)) instance.addHook('onReady', async () => reaper.start());
@@ -154,6 +167,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       }),
       heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
       createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,
+      heartbeatTokens: app.heartbeatTokens,
     });
   }
   return app;

@@ -24,7 +24,8 @@ describe('npm start with no configuration at all', () => {
       expect(server.output()).toMatch(/DEVELOPMENT MODE: no Cloudflare settings/);
       expect(server.output()).toMatch(/DEVELOPMENT MODE: JWT_SECRET is not set/);
 
-      const token = await runTsToEnd('src/cli/token.ts', ['alice'], env);
+      // What `npm run token -- alice` runs.
+      const token = await runTsToEnd('src/cli/main.ts', ['token', 'create', '--user', 'alice'], env);
       expect(token.code).toBe(0);
       const jwt = token.output.trim().split('\n').pop()!;
       const base = `http://127.0.0.1:${port}`;
@@ -70,7 +71,7 @@ describe('npm run db:migrate', () => {
     try {
       const first = await runTsToEnd('src/db/migrate-main.ts', [], env);
       expect(first.code).toBe(0);
-      expect(first.output).toMatch(/applied 1 migration\(s\): 20261122000000_init/);
+      expect(first.output).toMatch(/applied 2 migration\(s\): 20261122000000_init, 20261122010000_tunnel_events/);
       const second = await runTsToEnd('src/db/migrate-main.ts', [], env);
       expect(second.code).toBe(0);
       expect(second.output).toMatch(/up to date/);

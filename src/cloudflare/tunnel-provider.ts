@@ -13,6 +13,14 @@ export interface ProvisionedTunnel {
   token: string;
 }
 
+/**
+ * Told about every upstream call (metrics). `outcome` is `ok`, `budget_exhausted` (refused by
+ * the shared request budget, never sent) or the UpstreamError kind.
+ */
+export interface UpstreamCallObserver {
+  upstreamCall(operation: string, outcome: string, durationSeconds: number): void;
+}
+
 /** What the broker knows about a tunnel's upstream resources; any id may be missing after a failure. */
 export interface UpstreamTunnelRef {
   rowId: string;
@@ -150,13 +158,15 @@ export class TunnelProvider {
   readonly #config: CloudflareConfig;
   readonly #log: Logger;
   readonly #budget: BudgetGate | undefined;
+  readonly #observer: UpstreamCallObserver | undefined;
 
   /** `budget` must be the gate the client was built with; without one no policy applies. */
-  constructor(client: Cloudflare, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate } = {}) {
+  constructor(client: Cloudflare, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver } = {}) {
     this.#client = client;
     this.#config = config;
     this.#log = logger;
     this.#budget = options.budget;
+    this.#observer = options.observer;
   }
 
   /** Upstream tunnel names are `<prefix><row id>`: unique per row, and recognisably ours. */
@@ -393,11 +403,16 @@ export class TunnelProvider {
     }
   }
 
+  /** Every SDK call goes through here: the one place upstream failures are translated, logged and measured. */
   async #call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    const started = performance.now();
     try {
-      return await fn();
+      const result = await fn();
+      this.#observer?.upstreamCall(operation, 'ok', (performance.now() - started) / 1000);
+      return result;
     } catch (error) {
       const upstream = translateUpstreamError(operation, error);
+      this.#observer?.upstreamCall(operation, upstream.budgetExhausted ? 'budget_exhausted' : upstream.kind, (performance.now() - started) / 1000);
       if (upstream.kind !== 'not_found') {
         this.#log.warn(
           { event: LogEvent.upstreamFailure, operation, kind: upstream.kind, status: upstream.status, cloudflareCodes: upstream.cloudflareCodes },

@@ -1,5 +1,6 @@
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
+import { parsePublicKeyPem } from '../auth/provider-keys.js';
 
 /**
  * The one environment schema. Everything the broker can be told comes through here,
@@ -167,6 +168,9 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
   }
   const production = env.NODE_ENV === 'production';
   if (production && !env.JWT_SECRET) problems.push('JWT_SECRET: required when NODE_ENV=production (at least 32 characters)');
+  // PEM keys arrive through env files with literal "\n" more often than not.
+  const publicKeyPem = env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n');
+  problems.push(...identityProviderProblems(env, publicKeyPem));
 
   const givenCloudflare = CLOUDFLARE_VARS.filter((k) => env[k] !== undefined);
   const useEmulator = !production && givenCloudflare.length === 0;
@@ -196,8 +200,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     jwt: {
       secret: env.JWT_SECRET ?? DEV_JWT_SECRET,
       isDevelopmentSecret: env.JWT_SECRET === undefined,
-      // PEM keys arrive through env files with literal "\n" more often than not.
-      publicKey: env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n'),
+      publicKey: publicKeyPem,
       jwksUrl: env.JWT_JWKS_URL,
       issuer: env.JWT_ISSUER,
       audience: env.JWT_AUDIENCE,
@@ -228,6 +231,44 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     idempotency: { ttlSeconds: env.IDEMPOTENCY_TTL_SECONDS },
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
   };
+}
+
+/**
+ * The identity provider settings must make sense together, and a bad key must stop the boot
+ * rather than fail every request. One provider at a time: a second key belongs in the JWKS.
+ */
+function identityProviderProblems(env: Env, publicKeyPem: string | undefined): string[] {
+  const problems: string[] = [];
+  if (env.JWT_PUBLIC_KEY !== undefined && env.JWT_JWKS_URL !== undefined) {
+    problems.push('JWT_PUBLIC_KEY, JWT_JWKS_URL: set one of them, not both (publish the extra key in the JWKS instead)');
+  }
+  if (publicKeyPem !== undefined) {
+    try {
+      parsePublicKeyPem(publicKeyPem);
+    } catch (error) {
+      problems.push(`JWT_PUBLIC_KEY: ${(error as Error).message}`);
+    }
+  }
+  if (env.JWT_JWKS_URL !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(env.JWT_JWKS_URL);
+    } catch {
+      problems.push(`JWT_JWKS_URL: not a URL (got ${JSON.stringify(env.JWT_JWKS_URL)})`);
+    }
+    // Keys fetched over plain HTTP could be swapped on the way: only on this machine is that safe.
+    if (url && url.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
+      problems.push(`JWT_JWKS_URL: must be https (plain http only for a loopback host) (got ${JSON.stringify(env.JWT_JWKS_URL)})`);
+    }
+  }
+  // Without a provider these would silently check nothing: the broker's own tokens carry no
+  // issuer or audience and always name the user in `sub`.
+  if (env.JWT_PUBLIC_KEY === undefined && env.JWT_JWKS_URL === undefined) {
+    for (const [name, set] of [['JWT_ISSUER', env.JWT_ISSUER !== undefined], ['JWT_AUDIENCE', env.JWT_AUDIENCE !== undefined], ['JWT_USER_CLAIM', env.JWT_USER_CLAIM !== 'sub']] as const) {
+      if (set) problems.push(`${name}: applies to identity-provider tokens only; set JWT_PUBLIC_KEY or JWT_JWKS_URL as well, or unset it`);
+    }
+  }
+  return problems;
 }
 
 function redactIfSecret(name: string, value: unknown): unknown {

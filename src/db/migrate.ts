@@ -143,6 +143,52 @@ export async function runMigrations(options: MigrateOptions): Promise<MigrateRes
   }
 }
 
+export interface MigrationStatus {
+  /** In the folder and applied. */
+  applied: string[];
+  /** In the folder, not applied yet: `runMigrations` would apply these. */
+  pending: string[];
+  /** Started but neither finished nor rolled back: they block `runMigrations` (P3009). */
+  failed: string[];
+  /** Applied, but not in the folder: a newer build migrated this database. */
+  notInFolder: string[];
+  /** Applied, but the file has changed since. */
+  modified: string[];
+}
+
+/**
+ * Compares the folder with `_prisma_migrations` by the same rules as `runMigrations`,
+ * without changing anything: no database is created, no table, no lock taken. A database
+ * that was never migrated has every migration pending.
+ */
+export async function migrationStatus(options: Pick<MigrateOptions, 'databaseUrl' | 'migrationsDir'>): Promise<MigrationStatus> {
+  const folders = await readMigrationsDir(options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR);
+  const client = newClient(options.databaseUrl);
+  try {
+    await client.connect();
+    const { rows: [table] } = await client.query<{ exists: boolean }>(`SELECT to_regclass('_prisma_migrations') IS NOT NULL AS exists`);
+    const rows = table?.exists
+      ? (await client.query<Pick<MigrationRow, 'migration_name' | 'checksum' | 'finished_at' | 'rolled_back_at'>>(
+        'SELECT migration_name, checksum, finished_at, rolled_back_at FROM _prisma_migrations ORDER BY started_at ASC',
+      )).rows
+      : [];
+    const live = rows.filter((r) => r.rolled_back_at === null);
+    const byName = new Map(folders.map((f) => [f.name, f]));
+    const appliedNames = new Set(live.map((r) => r.migration_name));
+    return {
+      applied: folders.filter((f) => appliedNames.has(f.name)).map((f) => f.name),
+      pending: folders.filter((f) => !appliedNames.has(f.name)).map((f) => f.name),
+      failed: live.filter((r) => r.finished_at === null).map((r) => r.migration_name),
+      notInFolder: live.filter((r) => !byName.has(r.migration_name)).map((r) => r.migration_name),
+      modified: live
+        .filter((r) => r.finished_at !== null && byName.has(r.migration_name) && !scriptMatchesChecksum(byName.get(r.migration_name)!.script, r.checksum))
+        .map((r) => r.migration_name),
+    };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 /**
  * Creates the database named in the URL if it does not exist, via the `postgres`
  * maintenance database on the same server (falling back to `template1`, as Prisma

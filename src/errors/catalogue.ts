@@ -6,6 +6,7 @@ export const ERROR_CATALOGUE = {
   INVALID_INPUT: { status: 400, message: 'The request is invalid.' },
   INVALID_PORT: { status: 400, message: 'port must be an integer between 1 and 65535.' },
   UNAUTHORIZED: { status: 401, message: 'A valid bearer token is required.' },
+  FORBIDDEN: { status: 403, message: 'This token does not allow that request.' },
   TUNNEL_NOT_FOUND: { status: 404, message: 'Tunnel not found.' },
   NOT_FOUND: { status: 404, message: 'Route not found.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed.' },

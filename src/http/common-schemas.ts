@@ -25,7 +25,9 @@ export function errorResponses(codes: ErrorCode[]): Record<number, TSchema> {
   for (const [status, statusCodes] of byStatus) {
     out[status] = Type.Object(
       {
-        code: Type.Union(statusCodes.map((c) => Type.Literal(c))),
+        // A plain string enum rather than a union of literals: it renders in OpenAPI as one
+        // `enum` per status, and serializes as a string without trying each branch.
+        code: Type.Unsafe<ErrorCode>({ type: 'string', enum: statusCodes }),
         message: Type.String(),
         details: Type.Optional(Type.Object({}, { additionalProperties: true })),
       },

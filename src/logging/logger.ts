@@ -60,6 +60,7 @@ export const LogEvent = {
   idempotencyUnreadable: 'idempotency.unreadable',
   idempotencyClaimLost: 'idempotency.claim_lost',
   idempotencyStoreFailed: 'idempotency.store_failed',
+  identityJwksFetchFailed: 'identity.jwks_fetch_failed',
   reaperSweep: 'reaper.sweep',
   reaperSweepFailed: 'reaper.sweep_failed',
   reconcilePass: 'reconcile.pass',

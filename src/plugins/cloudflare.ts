@@ -3,7 +3,7 @@ import fp from 'fastify-plugin';
 import type { CloudflareConfig } from '../config/env.js';
 import { BudgetGate } from '../cloudflare/budget-gate.js';
 import { RequestBudget } from '../cloudflare/request-budget.js';
-import { createCloudflareClient, TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import { createCloudflareClient, TunnelProvider, type UpstreamCallObserver } from '../cloudflare/tunnel-provider.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,12 +14,12 @@ declare module 'fastify' {
 }
 
 export const cloudflarePlugin = fp(
-  async (app: FastifyInstance, options: { config: CloudflareConfig }) => {
+  async (app: FastifyInstance, options: { config: CloudflareConfig; observer?: UpstreamCallObserver }) => {
     const { config } = options;
     const budget = new BudgetGate(new RequestBudget(app.redis, config.budget), { requestTimeoutMs: config.timeoutMs });
     const client = createCloudflareClient(config, { budget });
     app.decorate('cloudflareBudget', budget);
-    app.decorate('tunnelProvider', new TunnelProvider(client, config, app.log.child({ component: 'cloudflare' }), { budget }));
+    app.decorate('tunnelProvider', new TunnelProvider(client, config, app.log.child({ component: 'cloudflare' }), { budget, observer: options.observer }));
     // Before the reaper's own preClose waits for its sweep: a teardown waiting for the budget
     // gives up rather than hold shutdown past its grace period.
     app.addHook('preClose', async () => budget.close());

@@ -7,8 +7,13 @@ import { AppError } from '../errors/catalogue.js';
  * Per-route rate limits, counted in Redis so every broker process shares one budget.
  * Nothing is limited globally; routes opt in with `config.rateLimit`.
  */
+export interface RateLimitPluginOptions {
+  /** Called for every request a limit refuses (metrics). */
+  onExceeded?: () => void;
+}
+
 export const rateLimitPlugin = fp(
-  async (app: FastifyInstance) => {
+  async (app: FastifyInstance, options: RateLimitPluginOptions) => {
     await app.register(fastifyRateLimit, {
       global: false,
       redis: app.redis,
@@ -17,6 +22,7 @@ export const rateLimitPlugin = fp(
       // and still counts attempts whose bodies turn out to be invalid.
       hook: 'preValidation',
       keyGenerator: (request) => `user:${request.userId}`,
+      ...(options.onExceeded ? { onExceeded: options.onExceeded } : {}),
       errorResponseBuilder: (_request, context) =>
         new AppError('RATE_LIMITED', {
           message: `Rate limit exceeded: at most ${context.max} requests per minute; retry in ${context.after}.`,

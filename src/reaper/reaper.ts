@@ -1,6 +1,6 @@
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import { HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
+import { type DueClaim, HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
 
 export const DEFAULT_REAPER_INTERVAL_MS = 5_000;
@@ -19,6 +19,13 @@ export interface ReaperOptions {
   batchSize?: number;
   concurrency?: number;
   maxBatchesPerSweep?: number;
+  /** Told the outcome of every claimed tunnel (metrics). */
+  observer?: ReaperObserver;
+}
+
+export interface ReaperObserver {
+  /** `msPastDeadline`: from the deadline it was due at to the end of its handling; null when it had none. */
+  reaped(outcome: EndOutcome | 'failed', msPastDeadline: number | null): void;
 }
 
 export interface SweepResult {
@@ -54,6 +61,7 @@ export class Reaper {
   readonly #batchSize: number;
   readonly #concurrency: number;
   readonly #maxBatches: number;
+  readonly #observer: ReaperObserver | undefined;
   readonly #timer: PeriodicTimer;
   #running: Promise<SweepResult> | undefined;
   #stopping = false;
@@ -66,6 +74,7 @@ export class Reaper {
     this.#batchSize = options.batchSize ?? DEFAULT_REAPER_BATCH_SIZE;
     this.#concurrency = options.concurrency ?? DEFAULT_REAPER_CONCURRENCY;
     this.#maxBatches = options.maxBatchesPerSweep ?? DEFAULT_REAPER_MAX_BATCHES;
+    this.#observer = options.observer;
     this.#timer = new PeriodicTimer({
       intervalMs: this.#intervalMs,
       tick: () => this.sweep(),
@@ -110,17 +119,19 @@ export class Reaper {
     }
     result.recovered = await this.#service.recoverStuck();
     for (let batch = 0; batch < this.#maxBatches; batch++) {
-      let ids: string[];
+      let claims: DueClaim[];
       try {
-        ids = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+        claims = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
       } catch (error) {
         // Lost between the check above and now: the next sweep rebuilds.
         if (error instanceof HeartbeatStateLostError) break;
         throw error;
       }
-      if (ids.length === 0) break;
-      result.claimed += ids.length;
-      await mapWithConcurrency(ids, this.#concurrency, async (id) => {
+      if (claims.length === 0) break;
+      result.claimed += claims.length;
+      // Lateness = how late it was when claimed (Redis's clock) + how long handling it took (ours).
+      const claimedAt = performance.now();
+      await mapWithConcurrency(claims, this.#concurrency, async ({ id, msPastDeadline }) => {
         let outcome: EndOutcome | 'failed';
         try {
           outcome = await this.#service.endDue(id, this.#log);
@@ -133,8 +144,9 @@ export class Reaper {
         else if (outcome === 'retry_scheduled') result.retryScheduled++;
         else if (outcome === 'not_found') result.notFound++;
         else result.failed++;
+        this.#observer?.reaped(outcome, msPastDeadline === null ? null : msPastDeadline + (performance.now() - claimedAt));
       });
-      if (ids.length < this.#batchSize || this.#stopping) break;
+      if (claims.length < this.#batchSize || this.#stopping) break;
     }
     return this.#finish(result, started);
   }

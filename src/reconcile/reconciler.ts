@@ -469,7 +469,24 @@ export class Reconciler {
       }
       report.removed.push({ ...c.entry, reason: c.reason });
       this.#log.info({ event: LogEvent.reconcileDeleted, ...c.entry, tunnelId: c.entry.rowId ?? undefined, reason: c.reason }, 'upstream orphan removed');
+      await this.#audit(c);
     });
+  }
+
+  /**
+   * Leftovers of an ended row go into that tunnel's audit trail; with no row there is no
+   * trail to add to (the log line has it). Best effort: the removal itself has happened.
+   */
+  async #audit(c: Candidate): Promise<void> {
+    if (c.reason !== 'row_ended' || c.entry.rowId === null) return;
+    const { resource, id, name } = c.entry;
+    try {
+      await this.#prisma.tunnelEvent.create({
+        data: { tunnelId: c.entry.rowId, type: 'orphan_removed', actor: 'reconciler', details: { resource, id, name, reason: c.reason } },
+      });
+    } catch (error) {
+      this.#log.warn({ err: error, tunnelId: c.entry.rowId }, 'could not record the removal in the audit trail');
+    }
   }
 
   #skipReason(referencing: RowRef[], createdAt: string | null, now: number): SkipReason | undefined {

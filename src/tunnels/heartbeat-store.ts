@@ -59,19 +59,25 @@ return now + tonumber(ARGV[2])
 `;
 
 // KEYS: deadlines, epoch. ARGV: limit, leaseMs, hb key prefix (with the client's keyPrefix).
-// Returns ids whose deadline passed; each is leased to the caller and its heartbeat key removed,
-// so a heartbeat arriving after the deadline is refused rather than racing the reaper.
+// Returns {id, ms past its deadline, ...} for tunnels whose deadline passed; each is leased to
+// the caller and its heartbeat key removed, so a heartbeat arriving after the deadline is
+// refused rather than racing the reaper. The lateness comes from the same clock as the
+// deadline (Redis's); -1 for a deadline of 0 or less, which means "due now" (ensureScheduled).
 // Returns nil (claims nothing) while the key space is lost.
 const CLAIM_DUE = `
 if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
 ${NOW_MS}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local lease = now + tonumber(ARGV[2])
-for _, id in ipairs(due) do
+local out = {}
+for i = 1, #due, 2 do
+  local id, deadline = due[i], tonumber(due[i + 1])
   redis.call('ZADD', KEYS[1], lease, id)
   redis.call('DEL', ARGV[3] .. id)
+  out[#out + 1] = id
+  out[#out + 1] = deadline > 0 and (now - deadline) or -1
 end
-return due
+return out
 `;
 
 // KEYS: hb key, deadlines. ARGV: tunnelId.
@@ -107,7 +113,7 @@ interface HeartbeatCommands {
   tbTouch(hbKey: string, deadlines: string, epoch: string, id: string, owner: string, ttlMs: number): Promise<number>;
   tbStart(hbKey: string, deadlines: string, id: string, owner: string, ttlMs: number): Promise<number>;
   tbScheduleEnd(hbKey: string, deadlines: string, id: string, delayMs: number): Promise<number>;
-  tbClaimDue(deadlines: string, epoch: string, limit: number, leaseMs: number, hbPrefix: string): Promise<string[] | null>;
+  tbClaimDue(deadlines: string, epoch: string, limit: number, leaseMs: number, hbPrefix: string): Promise<Array<string | number> | null>;
   tbForget(hbKey: string, deadlines: string, id: string): Promise<number>;
   tbRestore(deadlines: string, ttlMs: number, pendingDelayMs: number, hbPrefix: string, ...pairs: string[]): Promise<number>;
   tbReleaseLock(lock: string, token: string): Promise<number>;
@@ -124,6 +130,13 @@ export class HeartbeatStateLostError extends Error {
     super('Heartbeat state is being rebuilt after a Redis restart; retry shortly.');
     this.name = 'HeartbeatStateLostError';
   }
+}
+
+/** A due tunnel leased to the caller. */
+export interface DueClaim {
+  id: string;
+  /** How long ago its deadline passed when it was claimed (Redis's clock); null when it had none ("due now"). */
+  msPastDeadline: number | null;
 }
 
 /** One live or pending tunnel, as PostgreSQL knows it, for a rebuild. */
@@ -178,10 +191,15 @@ export class HeartbeatStore {
   }
 
   /** Leases up to `limit` due tunnels to the caller for `leaseMs`. Throws while the state awaits a rebuild. */
-  async claimDue(limit: number, leaseMs: number): Promise<string[]> {
+  async claimDue(limit: number, leaseMs: number): Promise<DueClaim[]> {
     const due = await this.#redis.tbClaimDue(DEADLINES_KEY, EPOCH_KEY, limit, Math.round(leaseMs), this.#hbPrefix());
     if (due === null) throw new HeartbeatStateLostError();
-    return due;
+    const claims: DueClaim[] = [];
+    for (let i = 0; i + 1 < due.length; i += 2) {
+      const late = Number(due[i + 1]);
+      claims.push({ id: String(due[i]), msPastDeadline: late >= 0 ? late : null });
+    }
+    return claims;
   }
 
   /** The tunnel is ended: nothing left to track. */

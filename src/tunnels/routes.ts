@@ -1,8 +1,10 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { HeartbeatTokens } from '../auth/heartbeat-token.js';
 import { AppError } from '../errors/catalogue.js';
 import type { Tunnel } from '../generated/prisma/client.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
+import { toEventView } from './tunnel-events.js';
 import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
 import type { CreatedTunnel, TunnelService } from './tunnel-service.js';
 
@@ -11,6 +13,7 @@ export interface TunnelRoutesOptions {
   idempotency: IdempotencyStore;
   heartbeatIntervalSeconds: number;
   createRateLimitPerMinute: number;
+  heartbeatTokens: HeartbeatTokens;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -33,7 +36,7 @@ function summary(tunnel: Tunnel, expiresAt: Date | null) {
   };
 }
 
-function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number) {
+function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number, heartbeatTokens: HeartbeatTokens) {
   const { tunnel } = created;
   return {
     tunnelId: tunnel.id,
@@ -42,10 +45,21 @@ function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number) {
     slug: tunnel.slug,
     port: tunnel.port,
     cloudflaredToken: created.cloudflaredToken,
+    heartbeatToken: heartbeatTokens.sign(tunnel.ownerId, tunnel.id),
     heartbeatIntervalSec,
     expiresAt: created.expiresAt.toISOString(),
     createdAt: tunnel.createdAt.toISOString(),
   };
+}
+
+/**
+ * A 201 stored (for an idempotent replay) by a broker older than heartbeat tokens has none,
+ * and the response schema requires one: sign it now (the stored response is the caller's own).
+ */
+function withHeartbeatToken(body: unknown, userId: string, heartbeatTokens: HeartbeatTokens): unknown {
+  if (typeof body !== 'object' || body === null || 'heartbeatToken' in body) return body;
+  const { tunnelId } = body as { tunnelId?: unknown };
+  return typeof tunnelId === 'string' ? { ...body, heartbeatToken: heartbeatTokens.sign(userId, tunnelId) } : body;
 }
 
 /** /v1/tunnels: every route needs a bearer token. */
@@ -56,9 +70,9 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
 
   api.post('/', {
     schema: createTunnelSchema,
-    config: { rateLimit: { max: options.createRateLimitPerMinute, timeWindow: 60_000 } },
+    config: { rateLimit: { max: options.createRateLimitPerMinute, timeWindow: 60_000 }, metric: 'tunnel_create' },
   }, async (request, reply) => {
-    const create = async () => createdBody(await service.create(request.userId, request.body, request.log), options.heartbeatIntervalSeconds);
+    const create = async () => createdBody(await service.create(request.userId, request.body, request.log), options.heartbeatIntervalSeconds, options.heartbeatTokens);
     const key = request.headers['idempotency-key'];
     if (key === undefined) return reply.code(201).send(await create());
     const response = await runIdempotent(
@@ -69,7 +83,8 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     // A replayed 4xx is not one of the typed success statuses. It goes through the same
     // response serializer as the original, so the bytes match.
     const untyped: FastifyReply = reply;
-    return untyped.code(response.statusCode).send(response.body);
+    const body = response.statusCode === 201 ? withHeartbeatToken(response.body, request.userId, options.heartbeatTokens) : response.body;
+    return untyped.code(response.statusCode).send(body);
   });
 
   api.get('/', { schema: listTunnelsSchema }, async (request) => {
@@ -79,12 +94,22 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
 
   api.get('/:tunnelId', { schema: getTunnelSchema }, async (request) => {
     const view = await service.get(request.userId, requireTunnelId(request.params.tunnelId));
-    return summary(view.tunnel, view.expiresAt);
+    const body = summary(view.tunnel, view.expiresAt);
+    // After get(): only the owner of a live tunnel reaches its history.
+    if (request.query.include !== 'events') return body;
+    return { ...body, events: (await service.events(view.tunnel.id)).map(toEventView) };
   });
 
   // The hot path: successful heartbeats are not access-logged (thousands a second); failures still are.
-  api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema, logLevel: 'warn' }, async (request) => {
-    const expiresAt = await service.heartbeat(request.userId, requireTunnelId(request.params.tunnelId));
+  // A heartbeat token for this very tunnel is accepted here, and nowhere else.
+  api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema, logLevel: 'warn', config: { heartbeatTokenParam: 'tunnelId', metric: 'heartbeat' } }, async (request) => {
+    const tunnelId = requireTunnelId(request.params.tunnelId);
+    const expiresAt = await service.heartbeat(request.userId, tunnelId);
+    const grant = request.heartbeatGrant;
+    // Only after the tunnel proved alive: an agent that outlives its token's expiry gets a new one.
+    if (grant && options.heartbeatTokens.shouldRenew(grant)) {
+      return { expiresAt: expiresAt.toISOString(), heartbeatToken: options.heartbeatTokens.sign(request.userId, tunnelId) };
+    }
     return { expiresAt: expiresAt.toISOString() };
   });
 

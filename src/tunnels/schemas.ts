@@ -47,6 +47,12 @@ export const CreatedTunnel = Type.Object({
   slug: Type.String(),
   port: Type.Integer(),
   cloudflaredToken: Type.String({ description: 'Run `cloudflared tunnel run --token <this>`. Returned only here, once.' }),
+  heartbeatToken: Type.String({
+    description:
+      'A bearer token that can only heartbeat this tunnel (POST /v1/tunnels/{id}/heartbeat; 403 anywhere else), so an agent ' +
+      'need not keep the user\'s access token. Valid for 30 days and renewed by the heartbeat response before then; useless ' +
+      'once the tunnel has ended. Returned only here (and in an idempotent replay).',
+  }),
   heartbeatIntervalSec: Type.Integer(),
   expiresAt: Timestamp,
   createdAt: Timestamp,
@@ -64,7 +70,33 @@ export const TunnelSummary = Type.Object({
 
 export const TunnelList = Type.Object({ tunnels: Type.Array(TunnelSummary) });
 
-export const HeartbeatResponse = Type.Object({ expiresAt: Timestamp });
+export const TunnelEventType = Type.Union([
+  Type.Literal('created'), Type.Literal('create_failed'), Type.Literal('heartbeat_lapsed'), Type.Literal('delete_requested'),
+  Type.Literal('ended'), Type.Literal('end_failed'), Type.Literal('orphan_removed'),
+]);
+
+export const TunnelEventView = Type.Object({
+  type: TunnelEventType,
+  actor: Type.String({ description: '`user:<id>`, `operator:<name>`, `reaper`, `reconciler` or `system`.' }),
+  at: Timestamp,
+  details: Type.Object({}, { additionalProperties: true, description: 'Why: the end reason, the upstream failure (operation, kind, status, codes).' }),
+});
+
+export const GetTunnelQuery = Type.Object({
+  include: Type.Optional(Type.Literal('events', { description: '`events` adds the tunnel\'s audit trail (its latest 100 events, oldest first).' })),
+});
+
+export const TunnelDetail = Type.Object({
+  ...TunnelSummary.properties,
+  events: Type.Optional(Type.Array(TunnelEventView, { description: 'With `?include=events` only.' })),
+});
+
+export const HeartbeatResponse = Type.Object({
+  expiresAt: Timestamp,
+  heartbeatToken: Type.Optional(Type.String({
+    description: 'Present when the request used a heartbeat token with less than 10 days left: its replacement, to use from now on.',
+  })),
+});
 
 export const createTunnelSchema = {
   summary: 'Create a tunnel',
@@ -73,7 +105,7 @@ export const createTunnelSchema = {
   response: {
     201: CreatedTunnel,
     ...errorResponses([
-      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'TUNNEL_SLUG_CONFLICT', 'IDEMPOTENCY_KEY_IN_USE', 'PAYLOAD_TOO_LARGE',
+      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_SLUG_CONFLICT', 'IDEMPOTENCY_KEY_IN_USE', 'PAYLOAD_TOO_LARGE',
       'UNSUPPORTED_MEDIA_TYPE', 'IDEMPOTENCY_KEY_REUSED', 'TUNNEL_LIMIT_EXCEEDED', 'RATE_LIMITED', 'UPSTREAM_ERROR',
       'UPSTREAM_UNAVAILABLE', 'SLUG_EXHAUSTED', 'SERVICE_UNAVAILABLE',
     ]),
@@ -82,19 +114,20 @@ export const createTunnelSchema = {
 
 export const listTunnelsSchema = {
   summary: "List the caller's tunnels that are not ended",
-  response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'SERVICE_UNAVAILABLE']) },
+  response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const getTunnelSchema = {
   summary: 'Get one of the caller\'s tunnels',
   params: TunnelIdParams,
-  response: { 200: TunnelSummary, ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+  querystring: GetTunnelQuery,
+  response: { 200: TunnelDetail, ...errorResponses(['INVALID_INPUT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const heartbeatSchema = {
   summary: 'Keep a tunnel alive',
   params: TunnelIdParams,
-  response: { 200: HeartbeatResponse, ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+  response: { 200: HeartbeatResponse, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const deleteTunnelSchema = {
@@ -102,6 +135,6 @@ export const deleteTunnelSchema = {
   params: TunnelIdParams,
   response: {
     204: Type.Null({ description: 'Ended' }),
-    ...errorResponses(['UNAUTHORIZED', 'TUNNEL_NOT_FOUND', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),
+    ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),
   },
 };

@@ -5,10 +5,11 @@ import type { ProvisionedTunnel, TunnelProvider } from '../cloudflare/tunnel-pro
 import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
 import { isUniqueViolation } from '../db/database-error.js';
 import { AppError } from '../errors/catalogue.js';
-import type { PrismaClient, Tunnel, TunnelEndReason } from '../generated/prisma/client.js';
+import type { Prisma, PrismaClient, Tunnel, TunnelEndReason, TunnelEvent } from '../generated/prisma/client.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
 import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
+import { type Actor, MAX_EVENTS_PER_TUNNEL, type TunnelEventInput, userActor } from './tunnel-events.js';
 
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
 const QUOTA_LOCK_NAMESPACE = 7_301;
@@ -18,6 +19,11 @@ export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
 /** Slack on top of the computed worst case of a create or an end: at least this, or two timeouts. */
 const MIN_LEASE_MARGIN_MS = 1_000;
+/**
+ * A state change and its audit event share a short transaction. Waiting a little longer than
+ * Prisma's 2 s default for a pooled connection keeps a burst of creates from failing on that.
+ */
+const TRANSITION_TX = { maxWait: 5_000, timeout: 10_000 };
 
 export interface CreateTunnelInput {
   port: number;
@@ -36,6 +42,21 @@ export interface TunnelView {
 }
 
 export type EndOutcome = 'ended' | 'retry_scheduled' | 'not_found';
+
+/** What `tunnels list` shows an operator: every user's tunnels, ended ones on request, with their history. */
+export interface OperatorListOptions {
+  ownerId?: string | undefined;
+  includeEnded?: boolean;
+  /** Newest first, at most this many. */
+  limit: number;
+  /** Also load each tunnel's latest events (at most MAX_EVENTS_PER_TUNNEL). */
+  withEvents?: boolean;
+}
+
+export interface OperatorTunnelView extends TunnelView {
+  /** Oldest first; empty unless asked for. */
+  events: TunnelEvent[];
+}
 
 export interface TunnelServiceDeps {
   prisma: PrismaClient;
@@ -133,18 +154,25 @@ export class TunnelService {
       // A tunnel create refused before it could make anything (the request budget was spent,
       // or Cloudflare refused it outright) leaves nothing upstream to look for.
       const nothingUpstream = !provisioned && isUpstreamError(error) && error.nothingCreated;
-      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog, nothingUpstream);
+      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog, {
+        actor: userActor(ownerId),
+        details: { error: failureDetails(error) },
+        nothingUpstream,
+      });
       throw this.#upstreamToAppError(error);
     }
 
-    const activated = await this.#prisma.tunnel.updateManyAndReturn({
-      where: { id: row.id, status: 'creating' },
-      data: { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId },
-    });
-    const tunnel = activated[0];
+    const tunnel = await this.#transition(
+      { id: row.id, status: 'creating' },
+      { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId },
+      (t) => ({ type: 'created', actor: userActor(ownerId), details: { hostname: t.hostname, port: t.port, cfTunnelId: t.cfTunnelId, dnsRecordId: t.dnsRecordId } }),
+    );
     if (!tunnel) {
       // Ended while we were creating it (the lease ran out under a very slow upstream): undo.
-      await this.#rollBackCreate(row, provisioned.cfTunnelId, dnsRecordId ?? null, tunnelLog);
+      await this.#rollBackCreate(row, provisioned.cfTunnelId, dnsRecordId ?? null, tunnelLog, {
+        actor: userActor(ownerId),
+        details: { reason: 'create_lease_expired' },
+      });
       throw new AppError('UPSTREAM_UNAVAILABLE', { message: 'The tunnel provider was too slow; nothing was created.' });
     }
     const expiresAt = await this.#heartbeats.start(tunnel.id, ownerId);
@@ -239,16 +267,53 @@ export class TunnelService {
     return { tunnel, expiresAt: toDate(deadline) };
   }
 
+  /** A tunnel's latest events (at most `limit`), oldest first. Callers check ownership first. */
+  async events(tunnelId: string, limit = MAX_EVENTS_PER_TUNNEL): Promise<TunnelEvent[]> {
+    const latest = await this.#prisma.tunnelEvent.findMany({ where: { tunnelId }, orderBy: { id: 'desc' }, take: limit });
+    return latest.reverse();
+  }
+
+  /** Every user's tunnels, newest first, for operators; `total` counts all that match. */
+  async listForOperator(options: OperatorListOptions): Promise<{ tunnels: OperatorTunnelView[]; total: number }> {
+    const where: Prisma.TunnelWhereInput = {
+      ...(options.ownerId !== undefined ? { ownerId: options.ownerId } : {}),
+      ...(options.includeEnded ? {} : { status: { not: 'ended' } }),
+    };
+    const [rows, total] = await Promise.all([
+      this.#prisma.tunnel.findMany({
+        where,
+        orderBy: [{ createdAt: 'desc' }, { id: 'asc' }],
+        take: options.limit,
+        // Prisma applies `take` per tunnel.
+        include: options.withEvents ? { events: { orderBy: { id: 'desc' }, take: MAX_EVENTS_PER_TUNNEL } } : undefined,
+      }),
+      this.#prisma.tunnel.count({ where }),
+    ]);
+    const deadlines = await this.#heartbeats.deadlines(rows.map((t) => t.id));
+    const tunnels = rows.map((row, i) => {
+      const { events, ...tunnel } = row as Tunnel & { events?: TunnelEvent[] };
+      return { tunnel, expiresAt: tunnel.status === 'ended' ? null : toDate(deadlines[i]), events: (events ?? []).reverse() };
+    });
+    return { tunnels, total };
+  }
+
+  /** One tunnel by id, whatever its state, or the live one with that hostname: what an operator names. */
+  findForOperator(ref: { id: string } | { hostname: string }): Promise<Tunnel | null> {
+    if ('id' in ref) return this.#prisma.tunnel.findUnique({ where: { id: ref.id } });
+    return this.#prisma.tunnel.findFirst({ where: { hostname: ref.hostname, status: { not: 'ended' } } });
+  }
+
   /**
    * Ends the caller's tunnel. Idempotent: deleting a tunnel that has already ended succeeds.
    * If Cloudflare fails, the tunnel stays `ending`, the reaper retries, and the caller gets
-   * the upstream error.
+   * the upstream error. `actor` is who asked: the owner by default, or an operator.
    */
-  async delete(ownerId: string, tunnelId: string, log: Logger = this.#log): Promise<void> {
-    const [claimed] = await this.#prisma.tunnel.updateManyAndReturn({
-      where: { id: tunnelId, ownerId, status: { in: ['creating', 'active'] } },
-      data: { status: 'ending', endReason: 'deleted' },
-    });
+  async delete(ownerId: string, tunnelId: string, log: Logger = this.#log, actor: Actor = userActor(ownerId)): Promise<void> {
+    const claimed = await this.#transition(
+      { id: tunnelId, ownerId, status: { in: ['creating', 'active'] } },
+      { status: 'ending', endReason: 'deleted' },
+      () => ({ type: 'delete_requested', actor }),
+    );
     let row = claimed;
     if (!row) {
       const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId } });
@@ -259,7 +324,7 @@ export class TunnelService {
     } else {
       await this.#heartbeats.scheduleEnd(row.id, this.endLeaseMs);
     }
-    const outcome = await this.finishEnd(row, log.child({ tunnelId: row.id }));
+    const outcome = await this.finishEnd(row, log.child({ tunnelId: row.id }), actor);
     if (outcome.outcome === 'retry_scheduled') throw this.#upstreamToAppError(outcome.error);
   }
 
@@ -282,34 +347,40 @@ export class TunnelService {
         return 'not_found';
       }
     }
-    const { outcome } = await this.finishEnd(row, log.child({ tunnelId, userId: row.ownerId }));
+    const { outcome } = await this.finishEnd(row, log.child({ tunnelId, userId: row.ownerId }), 'reaper');
     return outcome;
   }
 
-  async #claimForEnd(tunnelId: string, from: 'active' | 'creating', reason: TunnelEndReason): Promise<Tunnel | undefined> {
-    const [row] = await this.#prisma.tunnel.updateManyAndReturn({
-      where: { id: tunnelId, status: from },
-      data: { status: 'ending', endReason: reason },
-    });
-    return row;
+  #claimForEnd(tunnelId: string, from: 'active' | 'creating', reason: TunnelEndReason): Promise<Tunnel | undefined> {
+    return this.#transition({ id: tunnelId, status: from }, { status: 'ending', endReason: reason }, () =>
+      from === 'active'
+        ? { type: 'heartbeat_lapsed', actor: 'reaper', details: { ttlSeconds: this.#config.tunnels.ttlSeconds } }
+        // Nobody activated it within the create lease: its broker died, or upstream was far too slow.
+        : { type: 'create_failed', actor: 'reaper', details: { reason: 'create_abandoned' } });
   }
 
-  /** Upstream teardown, then the row to `ended` and Redis forgotten; on failure, a retry is scheduled. */
-  async finishEnd(row: Tunnel, log: Logger): Promise<{ outcome: 'ended' } | { outcome: 'retry_scheduled'; error: UpstreamError | Error }> {
+  /**
+   * Upstream teardown, then the row to `ended` and Redis forgotten; on failure, a retry is
+   * scheduled. `actor` is whoever is finishing the end, for the audit trail.
+   */
+  async finishEnd(row: Tunnel, log: Logger, actor: Actor = 'system'): Promise<{ outcome: 'ended' } | { outcome: 'retry_scheduled'; error: UpstreamError | Error }> {
     try {
       await this.#provider.teardown({ rowId: row.id, hostname: row.hostname, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId });
     } catch (error) {
       const retryAfterMs = isUpstreamError(error) && error.retryAfterSec !== undefined ? error.retryAfterSec * 1000 : 0;
-      await this.#heartbeats.scheduleEnd(row.id, Math.max(END_RETRY_SWEEPS * this.#config.reaper.intervalSeconds * 1000, retryAfterMs));
+      const retryInMs = Math.max(END_RETRY_SWEEPS * this.#config.reaper.intervalSeconds * 1000, retryAfterMs);
+      await this.#heartbeats.scheduleEnd(row.id, retryInMs);
       log.warn({ event: LogEvent.tunnelEndFailed, err: error, reason: row.endReason }, 'upstream teardown failed; will retry');
+      await this.#recordEndFailure(row, actor, error, retryInMs, log);
       return { outcome: 'retry_scheduled', error: error as Error };
     }
-    const ended = await this.#prisma.tunnel.updateMany({
-      where: { id: row.id, status: 'ending' },
-      data: { status: 'ended', endedAt: new Date() },
-    });
+    const ended = await this.#transition(
+      { id: row.id, status: 'ending' },
+      { status: 'ended', endedAt: new Date() },
+      () => ({ type: 'ended', actor, details: { reason: row.endReason } }),
+    );
     await this.#heartbeats.forget(row.id);
-    if (ended.count > 0) {
+    if (ended) {
       const event = row.endReason === 'deleted' ? LogEvent.tunnelDeleted : LogEvent.tunnelReaped;
       log.info({ event, reason: row.endReason, hostname: row.hostname }, 'tunnel ended');
     }
@@ -354,20 +425,64 @@ export class TunnelService {
   }
 
   /** Removes whatever this create made upstream, and frees the slug and quota. */
-  async #rollBackCreate(row: Tunnel, cfTunnelId: string | null, dnsRecordId: string | null, log: Logger, nothingUpstream = false): Promise<void> {
-    const [ending] = await this.#prisma.tunnel.updateManyAndReturn({
-      where: { id: row.id, status: { in: ['creating', 'ending'] } },
-      data: { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId },
-    });
+  async #rollBackCreate(
+    row: Tunnel,
+    cfTunnelId: string | null,
+    dnsRecordId: string | null,
+    log: Logger,
+    why: { actor: Actor; details: Prisma.InputJsonObject; nothingUpstream?: boolean },
+  ): Promise<void> {
+    const data = { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId } as const;
+    // Only leaving `creating` is an event; a row already ending was claimed by someone who recorded why.
+    const ending = (await this.#transition({ id: row.id, status: 'creating' }, data, () => ({ type: 'create_failed', actor: why.actor, details: why.details })))
+      ?? (await this.#prisma.tunnel.updateManyAndReturn({ where: { id: row.id, status: 'ending' }, data }))[0];
     log.warn({ event: LogEvent.tunnelCreateFailed }, 'create failed upstream; rolling back');
     if (!ending) return;
-    if (nothingUpstream) {
+    if (why.nothingUpstream) {
       // Looking upstream by name would spend the request budget (or wait for it) to find nothing.
-      await this.#prisma.tunnel.updateMany({ where: { id: row.id, status: 'ending' }, data: { status: 'ended', endedAt: new Date() } });
+      await this.#transition({ id: row.id, status: 'ending' }, { status: 'ended', endedAt: new Date() }, () => ({
+        type: 'ended',
+        actor: why.actor,
+        details: { reason: 'create_failed', nothingUpstream: true },
+      }));
       await this.#heartbeats.forget(row.id);
       return;
     }
-    await this.finishEnd(ending, log);
+    await this.finishEnd(ending, log, why.actor);
+  }
+
+  /**
+   * A conditional state change and its audit event in one transaction, so the event exists
+   * exactly when the change happened. Returns the changed row, if the condition matched one.
+   */
+  #transition(where: Prisma.TunnelWhereInput, data: Prisma.TunnelUpdateManyMutationInput, event: (row: Tunnel) => TunnelEventInput): Promise<Tunnel | undefined> {
+    return this.#prisma.$transaction(async (tx) => {
+      const [row] = await tx.tunnel.updateManyAndReturn({ where, data });
+      if (row) {
+        const { type, actor, details } = event(row);
+        await tx.tunnelEvent.create({ data: { tunnelId: row.id, type, actor, details: details ?? {} } });
+      }
+      return row;
+    }, TRANSITION_TX);
+  }
+
+  /**
+   * `end_failed`, unless the tunnel's latest event already says the same thing: an outage
+   * fails every retry the same way, and the trail needs it once, not every few seconds.
+   * Best effort: the failure is already logged, and auditing it must not change the outcome.
+   */
+  async #recordEndFailure(row: Tunnel, actor: Actor, error: unknown, retryInMs: number, log: Logger): Promise<void> {
+    const failure = failureDetails(error);
+    try {
+      const latest = await this.#prisma.tunnelEvent.findFirst({ where: { tunnelId: row.id }, orderBy: { id: 'desc' }, select: { type: true, details: true } });
+      const previous = (latest?.details as { error?: Record<string, unknown> } | null)?.error;
+      if (latest?.type === 'end_failed' && previous?.operation === failure.operation && previous?.kind === failure.kind) return;
+      await this.#prisma.tunnelEvent.create({
+        data: { tunnelId: row.id, type: 'end_failed', actor, details: { reason: row.endReason, error: failure, retryInSeconds: Math.ceil(retryInMs / 1000) } },
+      });
+    } catch (auditError) {
+      log.warn({ err: auditError }, 'could not record the end failure in the audit trail');
+    }
   }
 
   #upstreamToAppError(error: unknown): unknown {
@@ -377,6 +492,24 @@ export class TunnelService {
     }
     return new AppError('UPSTREAM_ERROR', { details: { operation: error.operation } });
   }
+}
+
+/**
+ * What of a failure the audit trail keeps forever: the upstream operation, the broker's kind,
+ * the HTTP status and Cloudflare's codes. Other errors keep only their name: their messages
+ * can carry anything (URLs, SQL), and the log line next to the event has the full story.
+ */
+function failureDetails(error: unknown): Prisma.InputJsonObject {
+  if (isUpstreamError(error)) {
+    return {
+      operation: error.operation,
+      kind: error.kind,
+      ...(error.status !== undefined ? { status: error.status } : {}),
+      ...(error.cloudflareCodes.length > 0 ? { cloudflareCodes: error.cloudflareCodes } : {}),
+      ...(error.budgetExhausted ? { budgetExhausted: true } : {}),
+    };
+  }
+  return { kind: 'internal', name: error instanceof Error ? error.name : typeof error };
 }
 
 function toDate(ms: number | null | undefined): Date | null {

@@ -40,6 +40,11 @@ interface DmmfField {
   hasDefaultValue: boolean;
   default?: unknown;
   nativeType?: [string, string[]] | null;
+  // Relation fields (kind 'object') only.
+  relationFromFields?: string[];
+  relationToFields?: string[];
+  relationOnDelete?: string;
+  relationOnUpdate?: string;
 }
 interface DmmfModel { name: string; dbName: string | null; schema: string | null; fields: DmmfField[] }
 interface DmmfEnum { name: string; dbName?: string | null; values: Array<{ name: string; dbName: string | null }> }
@@ -211,6 +216,46 @@ function expectedIndexes(datamodel: Datamodel): ExpectedIndex[] {
   });
 }
 
+interface ExpectedForeignKey { table: string; name: string; columns: string[]; referencedTable: string; referencedColumns: string[]; onDelete: string; onUpdate: string }
+
+// pg_constraint's confdeltype/confupdtype letters for Prisma's referential actions.
+const REFERENTIAL_ACTIONS: Record<string, string> = { Cascade: 'c', Restrict: 'r', NoAction: 'a', SetNull: 'n', SetDefault: 'd' };
+
+/**
+ * One foreign key per relation field that holds the scalar side (`fields: [...]`), named as
+ * Prisma names it (<table>_<columns>_fkey), with Prisma's default actions when the schema
+ * states none: onDelete Restrict for a required relation and SetNull for an optional one,
+ * onUpdate Cascade.
+ */
+function expectedForeignKeys(datamodel: Datamodel): ExpectedForeignKey[] {
+  return datamodel.models.flatMap((model) =>
+    model.fields
+      .filter((f) => f.kind === 'object' && (f.relationFromFields?.length ?? 0) > 0)
+      .map((field) => {
+        const table = dbNameOf(model);
+        const target = datamodel.models.find((m) => m.name === field.type)!;
+        const columnOf = (m: DmmfModel, name: string) => dbNameOf(m.fields.find((mf) => mf.name === name)!);
+        const columns = field.relationFromFields!.map((name) => columnOf(model, name));
+        const name = `${table}_${columns.join('_')}_fkey`;
+        if (name.length > MAX_IDENTIFIER) throw new Error(`foreign key name ${name} exceeds ${MAX_IDENTIFIER} characters; teach this test Prisma's truncation`);
+        const action = (given: string | undefined, fallback: string) => {
+          const letter = REFERENTIAL_ACTIONS[given ?? fallback];
+          if (letter === undefined) throw new Error(`field ${field.name}: referential action ${given} is not handled by this test yet; extend it`);
+          return letter;
+        };
+        return {
+          table,
+          name,
+          columns,
+          referencedTable: dbNameOf(target),
+          referencedColumns: field.relationToFields!.map((name) => columnOf(target, name)),
+          onDelete: action(field.relationOnDelete, field.isRequired ? 'Restrict' : 'SetNull'),
+          onUpdate: action(field.relationOnUpdate, 'Cascade'),
+        };
+      }),
+  );
+}
+
 // --- what the database does contain ------------------------------------------------
 
 async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -229,6 +274,7 @@ interface Catalog {
   columns: Record<string, ExpectedColumn[]>;
   indexes: ExpectedIndex[];
   constraints: Array<{ table: string; name: string; type: string }>;
+  foreignKeys: ExpectedForeignKey[];
 }
 
 async function readCatalog(url: string): Promise<Catalog> {
@@ -286,7 +332,21 @@ async function readCatalog(url: string): Promise<Catalog> {
         WHERE t.relnamespace = 'public'::regnamespace AND t.relname <> '_prisma_migrations' ORDER BY 1, 2`,
     )).rows;
 
-    return { tables, enums, columns, indexes, constraints };
+    const foreignKeys = (await c.query<ExpectedForeignKey>(
+      `SELECT t.relname AS table, con.conname AS name,
+              array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns,
+              r.relname AS "referencedTable",
+              array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+                      JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord) AS "referencedColumns",
+              con.confdeltype::text AS "onDelete", con.confupdtype::text AS "onUpdate"
+         FROM pg_constraint con
+         JOIN pg_class t ON t.oid = con.conrelid
+         JOIN pg_class r ON r.oid = con.confrelid
+        WHERE con.contype = 'f' AND t.relnamespace = 'public'::regnamespace ORDER BY 1, 2`,
+    )).rows;
+
+    return { tables, enums, columns, indexes, constraints, foreignKeys };
   });
 }
 
@@ -310,7 +370,7 @@ describe('schema.prisma agrees with the migrated database', () => {
   });
 
   it('parses a non-trivial datamodel (guards the wasm glue against silently returning nothing)', () => {
-    expect(datamodel.models.map((m) => m.name)).toContain('Tunnel');
+    expect(datamodel.models.map((m) => m.name)).toEqual(expect.arrayContaining(['Tunnel', 'TunnelEvent']));
     expect(datamodel.enums.length).toBeGreaterThan(0);
     expect(datamodel.indexes.length).toBeGreaterThan(0);
   });
@@ -336,7 +396,8 @@ describe('schema.prisma agrees with the migrated database', () => {
   it('has every field as a column with its type, nullability and default', () => {
     for (const model of datamodel.models) {
       const table = dbNameOf(model);
-      const expected: ExpectedColumn[] = model.fields.map((field) => ({
+      // Relation fields are Prisma Client's view of a foreign key, not columns.
+      const expected: ExpectedColumn[] = model.fields.filter((field) => field.kind !== 'object').map((field) => ({
         name: dbNameOf(field),
         type: expectedColumnType(field, datamodel),
         // Prisma makes list columns NOT NULL only when required; same rule.
@@ -364,12 +425,18 @@ describe('schema.prisma agrees with the migrated database', () => {
     expect(sortByName(catalog.indexes)).toEqual(sortByName(expected));
   });
 
-  it('has no constraints beyond the primary keys (no relations in the schema, so no foreign keys)', () => {
-    const relations = datamodel.models.flatMap((m) => m.fields.filter((f) => f.kind === 'object'));
-    expect(relations, 'relations exist now: teach this test to expect their foreign keys').toEqual([]);
-    const expected = expectedIndexes(datamodel)
-      .filter((i) => i.primary)
-      .map((i) => ({ table: i.table, name: i.name, type: 'p' }));
+  it('has a foreign key for every relation, with its columns and referential actions', () => {
+    const expected = expectedForeignKeys(datamodel);
+    // Guards the derivation: the schema has relations, so an empty list means it broke.
+    expect(expected.length).toBeGreaterThan(0);
+    expect(sortByName(catalog.foreignKeys)).toEqual(sortByName(expected));
+  });
+
+  it('has no constraints beyond the primary keys and those foreign keys', () => {
+    const expected = [
+      ...expectedIndexes(datamodel).filter((i) => i.primary).map((i) => ({ table: i.table, name: i.name, type: 'p' })),
+      ...expectedForeignKeys(datamodel).map((fk) => ({ table: fk.table, name: fk.name, type: 'f' })),
+    ];
     expect(sortByName(catalog.constraints)).toEqual(sortByName(expected));
   });
 });
@@ -439,5 +506,23 @@ describe('Prisma Client against the migrated database', () => {
     ]);
     // Ending is what frees a slug: reviving an ended duplicate must fail.
     await expect(prisma.tunnel.update({ where: { id: second.id }, data: { status: 'active' } })).rejects.toMatchObject({ code: 'P2002' });
+  });
+
+  it('keeps a tunnel\'s events in order, refuses events for no tunnel, and drops them with their tunnel', async () => {
+    const tunnel = await prisma.tunnel.create({ data: newTunnel('audited') });
+    await prisma.tunnelEvent.create({ data: { tunnelId: tunnel.id, type: 'created', actor: 'user:user-1', details: { port: 8080 } } });
+    await prisma.tunnelEvent.create({ data: { tunnelId: tunnel.id, type: 'ended', actor: 'reaper', details: { reason: 'heartbeat_lapsed' } } });
+    const events = await prisma.tunnelEvent.findMany({ where: { tunnelId: tunnel.id }, orderBy: { id: 'asc' } });
+    expect(events.map((e) => [e.type, e.actor, e.details])).toEqual([
+      ['created', 'user:user-1', { port: 8080 }],
+      ['ended', 'reaper', { reason: 'heartbeat_lapsed' }],
+    ]);
+    expect(typeof events[0]!.id).toBe('bigint');
+    expect(events[0]!.createdAt).toBeInstanceOf(Date);
+
+    await expect(prisma.tunnelEvent.create({ data: { tunnelId: randomUUID(), type: 'created', actor: 'system', details: {} } })).rejects.toMatchObject({ code: 'P2003' });
+
+    await prisma.tunnel.delete({ where: { id: tunnel.id } });
+    expect(await prisma.tunnelEvent.count({ where: { tunnelId: tunnel.id } })).toBe(0);
   });
 });

@@ -71,6 +71,27 @@ describe('Dockerfile', () => {
   });
 });
 
+describe('the tunnel-broker bin in the image', () => {
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string>; dependencies: Record<string, string> };
+
+  it('is copied into the runtime stage and on PATH, before the image drops root', () => {
+    expect(runtime).toMatch(/^COPY --chown=node:node bin \.\/bin$/m);
+    expect(runtime).toMatch(/^RUN ln -s \/app\/bin\/tunnel-broker\.mjs \/usr\/local\/bin\/tunnel-broker$/m);
+    expect(runtime.indexOf('ln -s')).toBeLessThan(runtime.indexOf('USER node'));
+  });
+
+  it('is the package.json bin, a node script that runs what src/cli/main.ts compiles to', () => {
+    expect(pkg.bin['tunnel-broker']).toBe('bin/tunnel-broker.mjs');
+    const bin = read('bin/tunnel-broker.mjs');
+    expect(bin.startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(bin).toContain("'../dist/cli/main.js'");
+    expect(existsSync(join(REPO_ROOT, 'src/cli/main.ts'))).toBe(true);
+    // Its fallback without dist/ needs tsx, which production installs keep.
+    expect(pkg.dependencies.tsx).toBeDefined();
+  });
+});
+
 describe('.env.example', () => {
   it('documents every config variable, and nothing else', () => {
     const documented = new Set([...read('.env.example').matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]));

@@ -18,6 +18,9 @@ export const ENDPOINT_NAMES: readonly EndpointName[] = [
   'dns.edit',
   'dns.update',
   'dns.delete',
+  'zone.get',
+  'user.tokens.verify',
+  'account.tokens.verify',
 ];
 
 const KINDS: readonly FaultKind[] = ['error5xx', 'rateLimit', 'hang', 'latency', 'lostResponse'];

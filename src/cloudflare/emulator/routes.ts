@@ -62,6 +62,22 @@ const ROUTES: Route[] = [
     keys: ['zoneId', 'recordId'],
     methods: { GET: 'dns.get', PATCH: 'dns.edit', PUT: 'dns.update', DELETE: 'dns.delete' },
   },
+  // What `tunnel-broker doctor` reads to check the credentials.
+  {
+    pattern: new RegExp(`^/zones/${SEG}$`),
+    keys: ['zoneId'],
+    methods: { GET: 'zone.get' },
+  },
+  {
+    pattern: /^\/user\/tokens\/verify$/,
+    keys: [],
+    methods: { GET: 'user.tokens.verify' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/tokens/verify$`),
+    keys: ['accountId'],
+    methods: { GET: 'account.tokens.verify' },
+  },
 ];
 
 /** `pathname` is relative to /client/v4, without query string. */

@@ -132,6 +132,10 @@ export class EmulatorStore {
   readonly #dns = new Map<string, EmulatedDnsRecord>();
   readonly #dnsByName = new Map<string, Set<string>>();
 
+  /** The API token's identifier tag, as token verification reports it. */
+  readonly #tokenId = randomBytes(16).toString('hex');
+  readonly #createdOn = nowIso();
+
   constructor(private readonly cfg: StoreConfig) {}
 
   reset(): void {
@@ -207,6 +211,23 @@ export class EmulatorStore {
         return ok(this.#writeDns(p.recordId!, body, 'patch'));
       case 'dns.update':
         return ok(this.#writeDns(p.recordId!, body, 'put'));
+      case 'zone.get':
+        return ok({
+          id: this.cfg.zoneId,
+          name: this.cfg.zoneName,
+          status: 'active',
+          paused: false,
+          type: 'full',
+          account: { id: this.cfg.accountId, name: 'Emulated account' },
+          name_servers: ['ada.ns.cloudflare.com', 'bob.ns.cloudflare.com'],
+          created_on: this.#createdOn,
+          modified_on: this.#createdOn,
+          activated_on: this.#createdOn,
+        });
+      case 'user.tokens.verify':
+      case 'account.tokens.verify':
+        // Reaching here means the bearer token was accepted (and, for the account form, the account is its own).
+        return ok({ id: this.#tokenId, status: 'active' });
       case 'dns.delete': {
         const rec = this.#dnsRecord(p.recordId!);
         this.#unindexDns(rec);

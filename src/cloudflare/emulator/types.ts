@@ -32,7 +32,10 @@ export type EndpointName =
   | 'dns.get'
   | 'dns.edit'
   | 'dns.update'
-  | 'dns.delete';
+  | 'dns.delete'
+  | 'zone.get'
+  | 'user.tokens.verify'
+  | 'account.tokens.verify';
 
 export type FaultKind = 'error5xx' | 'rateLimit' | 'hang' | 'latency' | 'lostResponse';
 

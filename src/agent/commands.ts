@@ -1,0 +1,308 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
+import { locateCloudflared } from './cloudflared.js';
+import { AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
+import { ConnectSession } from './connect.js';
+import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
+import { type OutputStream, StatusLine } from './status-line.js';
+
+/** What the commands touch of the outside world; tests of this module run it as a subprocess, so the defaults are the real ones. */
+export interface AgentIo {
+  env: Env;
+  stdout: OutputStream;
+  stderr: OutputStream;
+  /**
+   * Ends the command with a non-zero exit code, its message already printed. The `tunnel-broker`
+   * bin throws its CliError here; by default the code is set on the process.
+   */
+  fail?: (exitCode: number) => void;
+}
+
+/** The text-callback context of the `tunnel-broker` bin (src/cli), as streams the status line can draw on. */
+export function agentIo(
+  context: { env: Env; stdout(text: string): void; stderr(text: string): void; stderrIsTTY: boolean },
+  fail: (exitCode: number) => void,
+): AgentIo {
+  // Redrawn in place only when the bin writes to this process's terminal.
+  const tty = context.stderrIsTTY && process.stdout.isTTY === true;
+  return {
+    env: context.env,
+    stdout: {
+      write: (text: string) => context.stdout(text),
+      isTTY: tty,
+      // Read at each redraw: the terminal may be resized.
+      get columns() {
+        return tty ? process.stdout.columns : undefined;
+      },
+    },
+    stderr: { write: (text: string) => context.stderr(text), isTTY: context.stderrIsTTY },
+    fail,
+  };
+}
+
+function exit(io: AgentIo, code: number): void {
+  if (code === 0) return;
+  if (io.fail) io.fail(code);
+  else process.exitCode = code;
+}
+
+const SLUG = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** After a clean stop, whatever handle is still open (a keep-alive socket) must not hold the process up. */
+const EXIT_GRACE_MS = 3_000;
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isInteger(port) || port < 1 || port > 65_535) throw new InvalidArgumentError('must be a port number from 1 to 65535.');
+  return port;
+}
+
+function parseSlug(value: string): string {
+  const slug = value.toLowerCase();
+  if (!SLUG.test(slug) || slug.startsWith('xn--')) throw new InvalidArgumentError('must be a DNS label: letters, digits and inner hyphens, at most 63 characters.');
+  return slug;
+}
+
+interface CommonOptions extends ConnectionFlags {
+  verbose?: boolean;
+}
+
+function withConnectionOptions(command: Command): Command {
+  return command
+    .option('--server <url>', 'broker URL (env TUNNEL_BROKER_URL; default: saved by login)')
+    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN; default: saved by login)');
+}
+
+/** Prints the error the way every command does and returns the exit code. */
+function report(io: AgentIo, error: unknown): number {
+  if (error instanceof AgentUsageError || error instanceof BrokerError) {
+    io.stderr.write(`error: ${error.message}\n`);
+    return 1;
+  }
+  throw error;
+}
+
+/**
+ * `connect`, `list`, `stop` and `login`: the developer's side of the broker. Registered on
+ * whichever commander program is the `tunnel-broker` bin.
+ */
+export function registerAgentCommands(program: Command, io: AgentIo = { env: process.env, stdout: process.stdout, stderr: process.stderr }): Command {
+  withConnectionOptions(
+    program
+      .command('connect')
+      .description('expose a local port: create a tunnel, run cloudflared, keep it alive; Ctrl-C ends it')
+      .argument('<port>', 'the local port to expose (http://localhost:<port>)', parsePort)
+      .option('--slug <slug>', 'the subdomain to ask for (random when omitted)', parseSlug),
+  )
+    .option('--cloudflared <path>', 'the cloudflared binary (env CLOUDFLARED_PATH; default: cloudflared on PATH)')
+    .option('-v, --verbose', "show cloudflared's output and every heartbeat", false)
+    .action(async (port: number, options: CommonOptions & { slug?: string; cloudflared?: string }) => {
+      const code = await connect(io, port, options);
+      // Everything was closed; this only guards against a stray handle keeping a finished agent alive.
+      setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+      exit(io, code);
+    });
+
+  withConnectionOptions(program.command('list').description('list your tunnels that have not ended'))
+    .option('--json', 'print JSON', false)
+    .action(async (options: CommonOptions & { json: boolean }) => {
+      exit(io, await list(io, options));
+    });
+
+  withConnectionOptions(
+    program
+      .command('stop')
+      .description('end one of your tunnels, by id, hostname, URL or slug')
+      .argument('<tunnel>', 'tunnel id, hostname, https:// URL or slug'),
+  ).action(async (target: string, options: CommonOptions) => {
+    exit(io, await stop(io, target, options));
+  });
+
+  program
+    .command('login')
+    .description('save the broker URL and your access token for the other commands')
+    .option('--server <url>', 'broker URL (env TUNNEL_BROKER_URL)')
+    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN)')
+    .action(async (options: ConnectionFlags) => {
+      exit(io, await login(io, options));
+    });
+
+  return program;
+}
+
+async function connect(io: AgentIo, port: number, options: CommonOptions & { slug?: string; cloudflared?: string }): Promise<number> {
+  // `connect 3000 | head -1` closes stdout early: an EPIPE must not crash the agent past its cleanup.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+  const status = new StatusLine(io.stdout, io.stderr, { color: !io.env.NO_COLOR });
+  let session: ConnectSession;
+  try {
+    const connection = await resolveConnection(options, io.env);
+    // Before anything is created: a missing binary must not leave a tunnel behind.
+    // Under `npm run`, the cwd is the package root; a relative --cloudflared means the user's directory.
+    const cloudflaredPath = await locateCloudflared(options.cloudflared, io.env, io.env.INIT_CWD || process.cwd());
+    session = new ConnectSession({ port, slug: options.slug, verbose: Boolean(options.verbose), connection, cloudflaredPath, env: io.env }, status);
+  } catch (error) {
+    return report(io, error);
+  }
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals === 1) {
+      status.info(`\n${signal === 'SIGINT' ? 'Ctrl-C' : signal}: stopping cloudflared and ending the tunnel (press Ctrl-C again to quit at once)...`);
+      session.requestStop(signal);
+    } else session.forceStop();
+  };
+  const handled: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of handled) process.on(s, onSignal);
+  try {
+    return await session.run();
+  } finally {
+    for (const s of handled) process.off(s, onSignal);
+  }
+}
+
+async function clientFor(io: AgentIo, options: ConnectionFlags) {
+  const connection = await resolveConnection(options, io.env);
+  for (const warning of connection.warnings) io.stderr.write(`warning: ${warning}\n`);
+  return { connection, client: new BrokerClient({ baseUrl: connection.server, accessToken: connection.token }) };
+}
+
+/** A 401 says where to get a token; anything else as the broker said it. */
+function brokerFailure(io: AgentIo, error: unknown, connection: { token: string; tokenSource: string; server: string }): number {
+  if (error instanceof BrokerError && error.status === 401) {
+    io.stderr.write(`error: ${unauthorizedMessage(error, connection.token, connection.tokenSource, connection.server)}\n`);
+    return 1;
+  }
+  return report(io, error);
+}
+
+function describeExpiry(summary: TunnelSummary, now: number): string {
+  if (summary.status !== 'active') return summary.status;
+  if (!summary.expiresAt) return 'active';
+  const left = (Date.parse(summary.expiresAt) - now) / 1000;
+  return left > 0 ? `active, expires in ${describeDuration(left)}` : 'active, expiring';
+}
+
+async function list(io: AgentIo, options: CommonOptions & { json: boolean }): Promise<number> {
+  let resolved;
+  try {
+    resolved = await clientFor(io, options);
+  } catch (error) {
+    return report(io, error);
+  }
+  try {
+    const tunnels = await resolved.client.listTunnels();
+    if (options.json) {
+      io.stdout.write(`${JSON.stringify(tunnels, null, 2)}\n`);
+      return 0;
+    }
+    if (tunnels.length === 0) {
+      io.stdout.write('No tunnels. Start one with: tunnel-broker connect <port>\n');
+      return 0;
+    }
+    const now = Date.now();
+    const rows = [['ID', 'URL', 'PORT', 'STATUS'], ...tunnels.map((t) => [t.id, `https://${t.hostname}`, String(t.port), describeExpiry(t, now)])];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const row of rows) io.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')}\n`);
+    return 0;
+  } catch (error) {
+    return brokerFailure(io, error, resolved.connection);
+  }
+}
+
+/** The tunnel a user means by an id, a hostname, a URL or a slug. */
+function matchTunnel(tunnels: TunnelSummary[], target: string): TunnelSummary[] {
+  let wanted = target.trim().toLowerCase();
+  if (/^https?:\/\//.test(wanted)) {
+    try {
+      wanted = new URL(wanted).hostname;
+    } catch {
+      // not a URL after all: compare as typed
+    }
+  }
+  wanted = wanted.replace(/\.$/, '');
+  return tunnels.filter((t) => t.id.toLowerCase() === wanted || t.hostname.toLowerCase() === wanted || t.slug.toLowerCase() === wanted);
+}
+
+async function stop(io: AgentIo, target: string, options: CommonOptions): Promise<number> {
+  let resolved;
+  try {
+    resolved = await clientFor(io, options);
+  } catch (error) {
+    return report(io, error);
+  }
+  const { client, connection } = resolved;
+  try {
+    let tunnel: { id: string; hostname?: string };
+    if (UUID.test(target.trim())) {
+      tunnel = { id: target.trim().toLowerCase() };
+    } else {
+      const matches = matchTunnel(await client.listTunnels(), target);
+      if (matches.length === 0) {
+        io.stderr.write(`error: none of your live tunnels is "${target}". See them with: tunnel-broker list\n`);
+        return 1;
+      }
+      if (matches.length > 1) {
+        io.stderr.write(`error: "${target}" matches ${matches.length} tunnels; give the id:\n${matches.map((m) => `  ${m.id}  ${m.hostname}`).join('\n')}\n`);
+        return 1;
+      }
+      tunnel = matches[0]!;
+    }
+    try {
+      await client.deleteTunnel(tunnel.id);
+    } catch (error) {
+      if (error instanceof BrokerError && error.gone) {
+        io.stderr.write(`error: none of your tunnels has the id ${tunnel.id}. See them with: tunnel-broker list\n`);
+        return 1;
+      }
+      throw error;
+    }
+    io.stdout.write(`Ended ${tunnel.hostname ?? tunnel.id}${tunnel.hostname ? ` (${tunnel.id})` : ''}.\n`);
+    return 0;
+  } catch (error) {
+    return brokerFailure(io, error, connection);
+  }
+}
+
+async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
+  const serverInput = options.server || io.env.TUNNEL_BROKER_URL;
+  const token = (options.token || io.env.TUNNEL_BROKER_TOKEN)?.trim();
+  if (!serverInput || !token) {
+    io.stderr.write(`error: login needs --server URL and --token JWT.\n${HOW_TO_GET_A_TOKEN}\n`);
+    return 1;
+  }
+  let server: string;
+  try {
+    server = normalizeServerUrl(serverInput, options.server ? '--server' : 'TUNNEL_BROKER_URL');
+    // Refuses to overwrite a file it cannot parse, rather than lose what is in it silently.
+    await readConfigFile(io.env);
+  } catch (error) {
+    return report(io, error);
+  }
+  const exp = tokenExpiry(token);
+  if (exp && exp.getTime() <= Date.now()) {
+    io.stderr.write(`error: that token expired at ${exp.toISOString()}.\n${HOW_TO_GET_A_TOKEN}\n`);
+    return 1;
+  }
+  // Checked against the broker, so a typo is caught now rather than at the next connect.
+  try {
+    await new BrokerClient({ baseUrl: server, accessToken: token }).listTunnels();
+  } catch (error) {
+    if (!(error instanceof BrokerError)) throw error;
+    if (error.status === 401) {
+      io.stderr.write(`error: ${unauthorizedMessage(error, token, options.token ? '--token' : 'TUNNEL_BROKER_TOKEN', server)}\nNothing was saved.\n`);
+      return 1;
+    }
+    io.stderr.write(`warning: could not check the token (${error.message}); saving it anyway.\n`);
+  }
+  try {
+    const path = await writeConfigFile(io.env, { server, token });
+    io.stdout.write(`Saved the broker URL and token for ${server} to ${path} (readable only by you).\n`);
+    if (exp) io.stdout.write(`The token expires at ${exp.toISOString()}.\n`);
+    return 0;
+  } catch (error) {
+    io.stderr.write(`error: could not save the configuration: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
