@@ -74,7 +74,7 @@ export const EnvSchema = Type.Object({
   /** Comma-separated; replaces the built-in list. */
   RESERVED_SLUGS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    [Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')],
     { default: 'info' },
   ),
   LOG_PRETTY: Type.Optional(Type.Boolean()),

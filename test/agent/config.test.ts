@@ -1,38 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runAgentToEnd, startListeningBroker, tempHome } from '../helpers/agent.js';
-import type { TestBroker } from '../helpers/broker.js';
+import { describe, expect, it } from 'vitest';
+import { runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
 import { freePort } from '../helpers/process.js';
 
-let broker: TestBroker;
-let url: string;
-beforeAll(async () => {
-  ({ broker, url } = await startListeningBroker());
-});
-afterAll(async () => {
-  await broker?.close();
-});
-
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function home() {
-  const h = tempHome();
-  cleanups.push(() => h.remove());
-  return h;
-}
+const t = useAgentBroker();
 
 /** A user with one tunnel whose slug names the user, so `list --json` shows whose token was used. */
 async function userWithTunnel(label: string) {
   const userId = `${label}-${randomUUID()}`;
   const slug = `${label}-${randomUUID().slice(0, 8)}`;
-  const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000, requestedSlug: slug } });
+  const res = await t.broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: t.broker.auth(userId), payload: { port: 3000, requestedSlug: slug } });
   expect(res.statusCode).toBe(201);
-  return { userId, slug, token: broker.token(userId, 3600) };
+  return { userId, slug, token: t.broker.token(userId, 3600) };
 }
 
 async function listedSlugs(args: string[], env: Record<string, string>): Promise<string[]> {
@@ -44,22 +25,22 @@ async function listedSlugs(args: string[], env: Record<string, string>): Promise
 
 describe('agent login and configuration', () => {
   it('login saves server and token under XDG_CONFIG_HOME, the file 0600 and its directory 0700, and later commands use them', async () => {
-    const h = home();
+    const h = t.home();
     const alice = await userWithTunnel('alice');
-    const login = await runAgentToEnd(['login', '--server', `${url}/`, '--token', alice.token], h.env);
+    const login = await runAgentToEnd(['login', '--server', `${t.url}/`, '--token', alice.token], h.env);
     expect(login.code, login.output).toBe(0);
     const file = join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker', 'config.json');
     expect(login.output).toContain(file);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(statSync(join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker')).mode & 0o777).toBe(0o700);
-    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({ server: url, token: alice.token });
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({ server: t.url, token: alice.token });
     expect(await listedSlugs([], h.env)).toEqual([alice.slug]);
   });
 
   it('without XDG_CONFIG_HOME the file is ~/.config/tunnel-broker/config.json', async () => {
-    const h = home();
+    const h = t.home();
     const alice = await userWithTunnel('alice');
-    const login = await runAgentToEnd(['login', '--server', url, '--token', alice.token], { HOME: h.dir });
+    const login = await runAgentToEnd(['login', '--server', t.url, '--token', alice.token], { HOME: h.dir });
     expect(login.code, login.output).toBe(0);
     const file = join(h.dir, '.config', 'tunnel-broker', 'config.json');
     expect(statSync(file).mode & 0o777).toBe(0o600);
@@ -67,8 +48,8 @@ describe('agent login and configuration', () => {
   });
 
   it('login refuses a token the broker rejects and saves nothing', async () => {
-    const h = home();
-    const result = await runAgentToEnd(['login', '--server', url, '--token', 'bad.token.here'], h.env);
+    const h = t.home();
+    const result = await runAgentToEnd(['login', '--server', t.url, '--token', 'bad.token.here'], h.env);
     expect(result.code).toBe(1);
     expect(result.output).toContain('Nothing was saved');
     expect(result.output).toContain('npm run token -- <user>');
@@ -76,9 +57,9 @@ describe('agent login and configuration', () => {
   });
 
   it('takes each setting from the flag, else the environment, else the file', async () => {
-    const h = home();
+    const h = t.home();
     const [fromFile, fromEnv, fromFlag] = [await userWithTunnel('file'), await userWithTunnel('env'), await userWithTunnel('flag')];
-    expect((await runAgentToEnd(['login', '--server', url, '--token', fromFile.token], h.env)).code).toBe(0);
+    expect((await runAgentToEnd(['login', '--server', t.url, '--token', fromFile.token], h.env)).code).toBe(0);
 
     expect(await listedSlugs([], h.env)).toEqual([fromFile.slug]);
     expect(await listedSlugs([], { ...h.env, TUNNEL_BROKER_TOKEN: fromEnv.token })).toEqual([fromEnv.slug]);
@@ -89,26 +70,26 @@ describe('agent login and configuration', () => {
     const viaEnv = await runAgentToEnd(['list'], { ...h.env, TUNNEL_BROKER_URL: nowhere, TUNNEL_BROKER_TOKEN: fromEnv.token });
     expect(viaEnv.code).toBe(1);
     expect(viaEnv.output).toContain(`Cannot reach the broker at ${nowhere}`);
-    expect(await listedSlugs(['--server', url], { ...h.env, TUNNEL_BROKER_URL: nowhere, TUNNEL_BROKER_TOKEN: fromEnv.token })).toEqual([fromEnv.slug]);
+    expect(await listedSlugs(['--server', t.url], { ...h.env, TUNNEL_BROKER_URL: nowhere, TUNNEL_BROKER_TOKEN: fromEnv.token })).toEqual([fromEnv.slug]);
   });
 
   it('never sends the saved token to a server other than the one it was saved for', async () => {
-    const h = home();
+    const h = t.home();
     const alice = await userWithTunnel('alice');
-    expect((await runAgentToEnd(['login', '--server', url, '--token', alice.token], h.env)).code).toBe(0);
-    const other = url.replace('127.0.0.1', 'localhost');
+    expect((await runAgentToEnd(['login', '--server', t.url, '--token', alice.token], h.env)).code).toBe(0);
+    const other = t.url.replace('127.0.0.1', 'localhost');
     const result = await runAgentToEnd(['list', '--server', other], h.env);
     expect(result.code).toBe(1);
     expect(result.output).toContain(`No access token for ${other} (the token saved in`);
-    expect(result.output).toContain(`is for ${url}`);
+    expect(result.output).toContain(`is for ${t.url}`);
   });
 
   it('warns when the config file is readable by others', async () => {
-    const h = home();
+    const h = t.home();
     const alice = await userWithTunnel('alice');
     const dir = join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ server: url, token: alice.token }));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ server: t.url, token: alice.token }));
     chmodSync(join(dir, 'config.json'), 0o644);
     const result = await runAgentToEnd(['list'], h.env);
     expect(result.code).toBe(0);
@@ -117,13 +98,13 @@ describe('agent login and configuration', () => {
   });
 
   it('says how to configure when there is no server or token at all', async () => {
-    const h = home();
+    const h = t.home();
     const noServer = await runAgentToEnd(['list'], h.env);
     expect(noServer.code).toBe(1);
     expect(noServer.output).toContain('No broker URL. Pass --server URL, set TUNNEL_BROKER_URL, or save one with');
-    const noToken = await runAgentToEnd(['list', '--server', url], h.env);
+    const noToken = await runAgentToEnd(['list', '--server', t.url], h.env);
     expect(noToken.code).toBe(1);
-    expect(noToken.output).toContain(`No access token for ${url}`);
+    expect(noToken.output).toContain(`No access token for ${t.url}`);
     expect(noToken.output).toContain('npm run token -- <user>');
   });
 });

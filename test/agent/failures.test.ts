@@ -3,42 +3,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSigner } from 'fast-jwt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runAgent, runAgentToEnd, startFlakyProxy, startListeningBroker, tempHome, writeFakeCloudflared } from '../helpers/agent.js';
-import { eventually, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+import { describe, expect, it } from 'vitest';
+import { runAgent, runAgentToEnd, startFlakyProxy, useAgentBroker } from '../helpers/agent.js';
+import { eventually, TEST_JWT_SECRET } from '../helpers/broker.js';
 import { freePort } from '../helpers/process.js';
 
 // Two live tunnels and three creates a minute per user, so the limits are quick to reach.
-let broker: TestBroker;
-let url: string;
-beforeAll(async () => {
-  ({ broker, url } = await startListeningBroker({ env: { MAX_TUNNELS_PER_USER: '2', CREATE_RATE_LIMIT_PER_MINUTE: '3' } }));
-});
-afterAll(async () => {
-  await broker?.close();
-});
-
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function setup() {
-  const userId = `agent-${randomUUID()}`;
-  const fake = writeFakeCloudflared();
-  const home = tempHome();
-  cleanups.push(() => home.remove(), () => fake.remove());
-  const env = { ...home.env, TUNNEL_BROKER_URL: url, TUNNEL_BROKER_TOKEN: broker.token(userId, 3600), CLOUDFLARED_PATH: fake.path };
-  return { userId, fake, home, env };
-}
+const t = useAgentBroker({ env: { MAX_TUNNELS_PER_USER: '2', CREATE_RATE_LIMIT_PER_MINUTE: '3' } });
 
 async function liveTunnels(userId: string) {
-  const res = await broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: broker.auth(userId) });
+  const res = await t.broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: t.broker.auth(userId) });
   return (res.json() as { tunnels: Array<{ id: string; slug: string }> }).tunnels;
 }
 
 async function createVia(userId: string, body: Record<string, unknown>) {
-  return broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: body });
+  return t.broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: t.broker.auth(userId), payload: body });
 }
 
 /**
@@ -46,8 +25,8 @@ async function createVia(userId: string, body: Record<string, unknown>) {
  * broker; counting requests, unlike a stopwatch, holds on a loaded machine.
  */
 async function failsFast(args: string[], env: Record<string, string>, options: { creates?: number } = {}) {
-  const proxy = await startFlakyProxy(url);
-  cleanups.push(() => proxy.close());
+  const proxy = await startFlakyProxy(t.url);
+  t.defer(() => proxy.close());
   const result = await runAgentToEnd(args, { ...env, TUNNEL_BROKER_URL: proxy.url });
   expect(result.code, result.output).toBe(1);
   const creates = proxy.exchanges.filter((e) => e.method === 'POST' && e.path === '/v1/tunnels');
@@ -57,7 +36,7 @@ async function failsFast(args: string[], env: Record<string, string>, options: {
 
 describe('agent connect fails fast, says why and what to do, and leaves nothing behind', () => {
   it('on a token the broker rejects (401)', async () => {
-    const { userId, fake, env } = setup();
+    const { userId, fake, env } = t.user();
     const output = await failsFast(['connect', '8080'], { ...env, TUNNEL_BROKER_TOKEN: 'not.a.jwt' });
     expect(output).toMatch(/rejected the access token \(from TUNNEL_BROKER_TOKEN\)/);
     expect(output).toContain('npm run token -- <user>');
@@ -67,7 +46,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('on an expired token, saying when it expired', async () => {
-    const { fake, env } = setup();
+    const { fake, env } = t.user();
     const hourAgo = Date.now() - 3_600_000;
     const expired = createSigner({ key: TEST_JWT_SECRET, algorithm: 'HS256', expiresIn: 60_000, clockTimestamp: hourAgo })({ sub: 'someone' });
     const output = await failsFast(['connect', '8080', '--token', expired], env);
@@ -77,7 +56,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it("on a slug someone else's tunnel holds (409)", async () => {
-    const { userId, fake, env } = setup();
+    const { userId, fake, env } = t.user();
     const slug = `taken-${randomUUID().slice(0, 8)}`;
     expect((await createVia(`other-${randomUUID()}`, { port: 1234, requestedSlug: slug })).statusCode).toBe(201);
     const output = await failsFast(['connect', '8080', '--slug', slug], env);
@@ -87,7 +66,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('on a slug one of your own tunnels holds, naming it and how to stop it', async () => {
-    const { userId, env } = setup();
+    const { userId, env } = t.user();
     const slug = `mine-${randomUUID().slice(0, 8)}`;
     expect((await createVia(userId, { port: 1234, requestedSlug: slug })).statusCode).toBe(201);
     const output = await failsFast(['connect', '8080', '--slug', slug], env);
@@ -96,7 +75,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('on the live-tunnel limit (429), pointing at list and stop', async () => {
-    const { userId, fake, env } = setup();
+    const { userId, fake, env } = t.user();
     for (let i = 0; i < 2; i++) expect((await createVia(userId, { port: 1000 + i })).statusCode).toBe(201);
     const output = await failsFast(['connect', '8080'], env);
     expect(output).toMatch(/maximum number of live tunnels/);
@@ -106,7 +85,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('on the create rate limit (429), saying how long to wait', async () => {
-    const { userId, fake, env } = setup();
+    const { userId, fake, env } = t.user();
     // Three attempts use up the minute's budget (the third is refused by the live-tunnel limit, and still counts).
     for (let i = 0; i < 3; i++) await createVia(userId, { port: 1000 + i });
     const output = await failsFast(['connect', '8080'], env);
@@ -115,9 +94,9 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('when cloudflared is not on PATH, saying how to install it, before creating anything', async () => {
-    const { userId, env } = setup();
+    const { userId, env } = t.user();
     const emptyDir = mkdtempSync(join(tmpdir(), 'empty-path-'));
-    cleanups.push(() => rmSync(emptyDir, { recursive: true, force: true }));
+    t.defer(() => rmSync(emptyDir, { recursive: true, force: true }));
     const { CLOUDFLARED_PATH: _, ...withoutPath } = env;
     const output = await failsFast(['connect', '8080'], { ...withoutPath, PATH: emptyDir }, { creates: 0 });
     expect(output).toContain('cloudflared was not found on PATH');
@@ -127,13 +106,13 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('when --cloudflared points at nothing', async () => {
-    const { env } = setup();
+    const { env } = t.user();
     const output = await failsFast(['connect', '8080', '--cloudflared', '/nonexistent/cloudflared'], env, { creates: 0 });
     expect(output).toContain('--cloudflared points at /nonexistent/cloudflared, which is not an executable file');
   });
 
   it('when the broker cannot be reached, after a few quick retries', async () => {
-    const { fake, env } = setup();
+    const { fake, env } = t.user();
     const started = Date.now();
     const { code, output } = await runAgentToEnd(['connect', '8080'], { ...env, TUNNEL_BROKER_URL: `http://127.0.0.1:${await freePort()}` });
     expect(code).toBe(1);
@@ -146,7 +125,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
   });
 
   it('rejects a port that is not a port before talking to anyone, as a usage error (2)', async () => {
-    const { env } = setup();
+    const { env } = t.user();
     const { code, output } = await runAgentToEnd(['connect', '70000'], env);
     expect(code).toBe(2);
     expect(output).toMatch(/must be a port number from 1 to 65535/);
@@ -155,10 +134,10 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
 
 describe('agent connect warns but carries on', () => {
   it('when nothing listens on the local port yet', async () => {
-    const { userId, fake, env } = setup();
+    const { userId, fake, env } = t.user();
     const port = await freePort();
     const agent = runAgent(['connect', String(port)], env);
-    cleanups.push(() => agent.stop('SIGKILL'));
+    t.defer(() => agent.stop('SIGKILL'));
     await agent.waitFor(new RegExp(`warning: Nothing is listening on localhost:${port} yet`));
     await agent.waitFor(/Forwarding\s+https:\/\//);
     await agent.waitFor(/status: online/);

@@ -1,43 +1,23 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runAgentToEnd, startListeningBroker, tempHome } from '../helpers/agent.js';
-import type { TestBroker } from '../helpers/broker.js';
+import { describe, expect, it } from 'vitest';
+import { runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
 
-let broker: TestBroker;
-let url: string;
-beforeAll(async () => {
-  ({ broker, url } = await startListeningBroker());
-});
-afterAll(async () => {
-  await broker?.close();
-});
-
-const cleanups: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function user() {
-  const userId = `agent-${randomUUID()}`;
-  const h = tempHome();
-  cleanups.push(() => h.remove());
-  return { userId, env: { ...h.env, TUNNEL_BROKER_URL: url, TUNNEL_BROKER_TOKEN: broker.token(userId, 3600) } };
-}
+const t = useAgentBroker();
 
 async function create(userId: string, port: number, slug?: string) {
-  const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port, ...(slug ? { requestedSlug: slug } : {}) } });
+  const res = await t.broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: t.broker.auth(userId), payload: { port, ...(slug ? { requestedSlug: slug } : {}) } });
   expect(res.statusCode).toBe(201);
   return res.json() as { tunnelId: string; hostname: string; slug: string };
 }
 
 async function liveIds(userId: string) {
-  const res = await broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: broker.auth(userId) });
+  const res = await t.broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: t.broker.auth(userId) });
   return (res.json() as { tunnels: Array<{ id: string }> }).tunnels.map((t) => t.id).sort();
 }
 
 describe('agent list', () => {
   it('shows your live tunnels with URL, port and status, and only yours', async () => {
-    const { userId, env } = user();
+    const { userId, env } = t.user();
     const a = await create(userId, 3000);
     const b = await create(userId, 8080);
     await create(`other-${randomUUID()}`, 9999);
@@ -51,7 +31,7 @@ describe('agent list', () => {
   });
 
   it('prints JSON with --json, and says so when there is nothing', async () => {
-    const { userId, env } = user();
+    const { userId, env } = t.user();
     const empty = await runAgentToEnd(['list'], env);
     expect(empty.code).toBe(0);
     expect(empty.output).toContain('No tunnels. Start one with: tunnel-broker connect <port>');
@@ -63,7 +43,7 @@ describe('agent list', () => {
   });
 
   it('fails with how to get a token on 401', async () => {
-    const { env } = user();
+    const { env } = t.user();
     const result = await runAgentToEnd(['list', '--token', 'nope'], env);
     expect(result.code).toBe(1);
     expect(result.output).toContain('rejected the access token (from --token)');
@@ -73,7 +53,7 @@ describe('agent list', () => {
 
 describe('agent stop', () => {
   it('ends a tunnel named by its hostname, its URL, its slug or its id', async () => {
-    const { userId, env } = user();
+    const { userId, env } = t.user();
     const byHost = await create(userId, 3001);
     const byUrl = await create(userId, 3002);
     const bySlug = await create(userId, 3003, `stop-${randomUUID().slice(0, 8)}`);
@@ -92,11 +72,11 @@ describe('agent stop', () => {
       expect(await liveIds(userId)).not.toContain(tunnel.tunnelId);
     }
     expect(await liveIds(userId)).toEqual([keep.tunnelId]);
-    expect((await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: byHost.tunnelId } })).status).toBe('ended');
+    expect((await t.broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: byHost.tunnelId } })).status).toBe('ended');
   });
 
   it("fails for a tunnel that is not one of yours, and leaves someone else's alone", async () => {
-    const { env } = user();
+    const { env } = t.user();
     const otherUser = `other-${randomUUID()}`;
     const theirs = await create(otherUser, 3000);
     const byId = await runAgentToEnd(['stop', theirs.tunnelId], env);

@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { startTestBroker, type TestBroker, type TestBrokerOptions } from './broker.js';
 import { runTs, runTsToEnd, type RunningProcess } from './process.js';
 
@@ -125,6 +127,71 @@ export async function startListeningBroker(options: TestBrokerOptions = {}): Pro
   const broker = await startTestBroker(options);
   const url = await broker.app.listen({ port: 0, host: '127.0.0.1' });
   return { broker, url };
+}
+
+/** One agent test's user: a private home (config directory), a fake cloudflared, and the env that runs the agent as them. */
+export interface AgentUser {
+  userId: string;
+  home: ReturnType<typeof tempHome>;
+  fake: FakeCloudflared;
+  env: Record<string, string>;
+}
+
+/** What a test file gets from {@link useAgentBroker}. */
+export interface AgentTestBroker {
+  readonly broker: TestBroker;
+  readonly url: string;
+  /** Runs after the current test, in reverse order of registration. */
+  defer(cleanup: () => unknown): void;
+  /** A private home, removed after the test. */
+  home(): ReturnType<typeof tempHome>;
+  /** A new user with its own home and fake cloudflared, pointed at this broker with a 1-hour access token. */
+  user(prefix?: string): AgentUser;
+}
+
+/**
+ * Registers this file's hooks: one listening broker for the file, and per-test cleanups
+ * (homes, fake cloudflareds, agents left running) after each test.
+ */
+export function useAgentBroker(options: TestBrokerOptions = {}): AgentTestBroker {
+  let started: { broker: TestBroker; url: string } | undefined;
+  const cleanups: Array<() => unknown> = [];
+  beforeAll(async () => {
+    started = await startListeningBroker(options);
+  });
+  afterAll(async () => {
+    await started?.broker.close();
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  const running = () => {
+    if (!started) throw new Error('useAgentBroker: the broker starts in beforeAll');
+    return started;
+  };
+  const context: AgentTestBroker = {
+    get broker() {
+      return running().broker;
+    },
+    get url() {
+      return running().url;
+    },
+    defer: (cleanup) => void cleanups.push(cleanup),
+    home() {
+      const home = tempHome();
+      cleanups.push(() => home.remove());
+      return home;
+    },
+    user(prefix = 'agent') {
+      const userId = `${prefix}-${randomUUID()}`;
+      const home = context.home();
+      const fake = writeFakeCloudflared();
+      cleanups.push(() => fake.remove());
+      const { broker, url } = running();
+      return { userId, home, fake, env: { ...home.env, TUNNEL_BROKER_URL: url, TUNNEL_BROKER_TOKEN: broker.token(userId, 3600), CLOUDFLARED_PATH: fake.path } };
+    },
+  };
+  return context;
 }
 
 /**
