@@ -363,6 +363,15 @@ async function setUpApi(ctx: Ctx): Promise<ApiSetup> {
     },
   }));
   await sleep(500);
+  // Steady state: a running broker has made upstream calls, and the first one switches on
+  // whatever stays on afterwards (lazy modules, the SDK client, any async context tracking).
+  const first = await fetch(`${broker.baseUrl}/v1/tunnels`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${signAccessToken(ctx.run.secret, 'bench-first-create', 3600)}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ port: 3000 }),
+    signal: AbortSignal.timeout(30_000),
+  });
+  if (first.status !== 201) throw new Error(`the first create answered ${first.status}: ${await first.text()}`);
   return { broker, databaseUrl: db.url, tunnels, prefix, idleRss: broker.rss() };
 }
 

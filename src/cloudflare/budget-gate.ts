@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { RequestBudget } from './request-budget.js';
 import { BUDGET_RETRY_AFTER_MS_HEADER, CF_ERROR } from './upstream-error.js';
 
@@ -23,6 +22,14 @@ export interface BudgetGateOptions {
   reserveForWaiters?: number;
 }
 
+/**
+ * Where an operation's budget context rides to the fetch: a symbol-keyed field of the SDK's
+ * per-request `fetchOptions`, which the SDK spreads into the RequestInit of every attempt
+ * and every page of a list. (AsyncLocalStorage would carry it too, but on Node 20 it
+ * switches on promise hooks for the whole process, heartbeats included, from its first use.)
+ */
+const BUDGET_CONTEXT = Symbol('tunnel-broker.budget-context');
+
 interface GateContext {
   policy: BudgetPolicy;
   /** 'wait' only: every request of the operation shares this deadline. */
@@ -33,9 +40,8 @@ interface GateContext {
  * Puts every request the Cloudflare SDK sends through the shared RequestBudget.
  *
  * It wraps the SDK's `fetch`, which the SDK calls once per attempt, so its own retries
- * and every page of a list count too. Callers choose the policy for everything they
- * run inside `run(policy, fn)` (AsyncLocalStorage carries it down to the fetch); code
- * that chose none gets 'wait'.
+ * and every page of a list count too. Callers choose the policy of an operation by passing
+ * `requestOptions(policy)` to each SDK call it makes; a request without one gets 'wait'.
  *
  * A refused request never reaches the network: the SDK receives a synthetic 429 marked
  * as ours (BUDGET_RETRY_AFTER_MS_HEADER) and `x-should-retry: false`, so it does not
@@ -50,7 +56,6 @@ export class BudgetGate {
   readonly maxWaitMs: number;
   readonly reserveForWaiters: number;
   readonly #requestTimeoutMs: number;
-  readonly #context = new AsyncLocalStorage<GateContext>();
   readonly #closing = new AbortController();
 
   constructor(budget: RequestBudget, options: BudgetGateOptions) {
@@ -69,14 +74,18 @@ export class BudgetGate {
     this.#closing.abort();
   }
 
-  /** Runs `fn` with every Cloudflare request it makes under `policy`. */
-  run<T>(policy: BudgetPolicy, fn: () => Promise<T>): Promise<T> {
-    return this.#context.run({ policy, waitUntil: Date.now() + this.maxWaitMs }, fn);
+  /**
+   * SDK request options that put one operation's requests under `policy`: pass the same
+   * object to each of its SDK calls, so a 'wait' operation shares one deadline.
+   */
+  requestOptions(policy: BudgetPolicy): { fetchOptions: { [BUDGET_CONTEXT]: GateContext } } {
+    return { fetchOptions: { [BUDGET_CONTEXT]: { policy, waitUntil: Date.now() + this.maxWaitMs } } };
   }
 
   wrapFetch(fetch: Fetch): Fetch {
-    return async (input, init) => {
-      const context = this.#context.getStore() ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs };
+    return async (input, gatedInit) => {
+      const { [BUDGET_CONTEXT]: carried, ...init } = (gatedInit ?? {}) as RequestInit & { [BUDGET_CONTEXT]?: GateContext };
+      const context = carried ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs };
       if (context.policy === 'fail') {
         const decision = await this.budget.tryAcquire({ reserve: this.reserveForWaiters });
         return decision.ok ? fetch(input, init) : budgetExhaustedResponse(decision.retryAfterMs);

@@ -5,6 +5,9 @@ import { LogEvent, type Logger } from '../logging/logger.js';
 import type { BudgetGate, BudgetPolicy } from './budget-gate.js';
 import { isUpstreamError, translateUpstreamError, UpstreamError } from './upstream-error.js';
 
+/** Per-call SDK options: here, the budget policy of the operation the call belongs to. */
+type RequestOptions = Cloudflare.RequestOptions;
+
 export const DEFAULT_CLOUDFLARE_BASE_URL = 'https://api.cloudflare.com/client/v4';
 const CFARGOTUNNEL_SUFFIX = '.cfargotunnel.com';
 
@@ -178,54 +181,47 @@ export class TunnelProvider {
    * Creates the tunnel `<prefix><rowId>`, or adopts it if an earlier attempt made it.
    * If this throws with `nothingCreated`, no tunnel of that name can exist upstream.
    */
-  createTunnel(rowId: string): Promise<ProvisionedTunnel> {
-    return this.#withPolicy('fail', async () => {
-      const name = this.tunnelName(rowId);
-      const created = await this.#createWithRetries('tunnel.create', async (): Promise<{ id: string; token?: string }> => {
-        try {
-          const tunnel = await this.#call('tunnel.create', () =>
-            this.#client.zeroTrust.tunnels.cloudflared.create(
-              { account_id: this.#config.accountId, name, config_src: 'cloudflare' },
-              { maxRetries: 0 },
-            ),
-          );
-          if (!tunnel.id) throw new UpstreamError('failed', 'tunnel.create', undefined, [], undefined);
-          // The live API returns the connector token on create (untyped in the SDK), which
-          // saves a round trip; GET .../token is the fallback.
-          const inline = (tunnel as { token?: unknown }).token;
-          return typeof inline === 'string' && inline.length > 0 ? { id: tunnel.id, token: inline } : { id: tunnel.id };
-        } catch (error) {
-          if (!isUpstreamError(error) || error.kind !== 'tunnel_name_taken') throw error;
-          // Only this row's create uses this name: an attempt whose answer was lost made it.
-          const id = await this.#findTunnelId(rowId);
-          if (!id) {
-            // Taken, yet not listed (deleted meanwhile, or the list lags): worth another try.
-            throw new UpstreamError('unavailable', 'tunnel.create', error.status, error.cloudflareCodes, undefined, { cause: error });
-          }
-          this.#log.info({ event: LogEvent.upstreamAdopted, operation: 'tunnel.create', cfTunnelId: id }, 'adopted the tunnel an earlier attempt created');
-          return { id };
+  async createTunnel(rowId: string): Promise<ProvisionedTunnel> {
+    const budget = this.#budgetOptions('fail');
+    const name = this.tunnelName(rowId);
+    const created = await this.#createWithRetries('tunnel.create', async (): Promise<{ id: string; token?: string }> => {
+      try {
+        const tunnel = await this.#call('tunnel.create', () =>
+          this.#client.zeroTrust.tunnels.cloudflared.create(
+            { account_id: this.#config.accountId, name, config_src: 'cloudflare' },
+            { ...budget, maxRetries: 0 },
+          ),
+        );
+        if (!tunnel.id) throw new UpstreamError('failed', 'tunnel.create', undefined, [], undefined);
+        // The live API returns the connector token on create (untyped in the SDK), which
+        // saves a round trip; GET .../token is the fallback.
+        const inline = (tunnel as { token?: unknown }).token;
+        return typeof inline === 'string' && inline.length > 0 ? { id: tunnel.id, token: inline } : { id: tunnel.id };
+      } catch (error) {
+        if (!isUpstreamError(error) || error.kind !== 'tunnel_name_taken') throw error;
+        // Only this row's create uses this name: an attempt whose answer was lost made it.
+        const id = await this.#findTunnelId(rowId, budget);
+        if (!id) {
+          // Taken, yet not listed (deleted meanwhile, or the list lags): worth another try.
+          throw new UpstreamError('unavailable', 'tunnel.create', error.status, error.cloudflareCodes, undefined, { cause: error });
         }
-      });
-      const token = created.token ?? (await this.getToken(created.id));
-      return { cfTunnelId: created.id, token };
+        this.#log.info({ event: LogEvent.upstreamAdopted, operation: 'tunnel.create', cfTunnelId: id }, 'adopted the tunnel an earlier attempt created');
+        return { id };
+      }
     });
+    const token = created.token ?? (await this.getToken(created.id, budget));
+    return { cfTunnelId: created.id, token };
   }
 
-  getToken(cfTunnelId: string): Promise<string> {
-    return this.#withPolicy('fail', async () => {
-      const token = await this.#call('tunnel.token', () =>
-        this.#client.zeroTrust.tunnels.cloudflared.token.get(cfTunnelId, { account_id: this.#config.accountId }),
-      );
-      if (typeof token !== 'string' || token.length === 0) throw new UpstreamError('failed', 'tunnel.token', undefined, [], undefined);
-      return token;
-    });
+  async getToken(cfTunnelId: string, budget: RequestOptions = this.#budgetOptions('fail')): Promise<string> {
+    const token = await this.#call('tunnel.token', () =>
+      this.#client.zeroTrust.tunnels.cloudflared.token.get(cfTunnelId, { account_id: this.#config.accountId }, budget),
+    );
+    if (typeof token !== 'string' || token.length === 0) throw new UpstreamError('failed', 'tunnel.token', undefined, [], undefined);
+    return token;
   }
 
-  configureIngress(cfTunnelId: string, hostname: string, port: number): Promise<void> {
-    return this.#withPolicy('fail', () => this.#putIngress(cfTunnelId, hostname, port));
-  }
-
-  async #putIngress(cfTunnelId: string, hostname: string, port: number): Promise<void> {
+  async configureIngress(cfTunnelId: string, hostname: string, port: number): Promise<void> {
     await this.#call('tunnel.configuration.put', () =>
       this.#client.zeroTrust.tunnels.cloudflared.configurations.update(cfTunnelId, {
         account_id: this.#config.accountId,
@@ -237,7 +233,7 @@ export class TunnelProvider {
             { service: 'http_status:404' } as { hostname: string; service: string },
           ],
         },
-      }),
+      }, this.#budgetOptions('fail')),
     );
   }
 
@@ -247,117 +243,118 @@ export class TunnelProvider {
    * non-transient `dns_record_exists`.
    */
   createDnsRecord(hostname: string, cfTunnelId: string, rowId: string): Promise<string> {
-    return this.#withPolicy('fail', () =>
-      this.#createWithRetries('dns.create', async () => {
-        try {
-          const record = await this.#call('dns.create', () =>
-            this.#client.dns.records.create(
-              {
-                zone_id: this.#config.zoneId,
-                type: 'CNAME',
-                name: hostname,
-                content: `${cfTunnelId}${CFARGOTUNNEL_SUFFIX}`,
-                proxied: true,
-                ttl: 1,
-                comment: `tunnel-broker ${this.tunnelName(rowId)}`,
-              },
-              { maxRetries: 0 },
-            ),
-          );
-          if (!record.id) throw new UpstreamError('failed', 'dns.create', undefined, [], undefined);
-          return record.id;
-        } catch (error) {
-          if (!isUpstreamError(error) || error.kind !== 'dns_record_exists') throw error;
-          // Ours only if it points at this very tunnel, whose id is fresh: then an earlier
-          // attempt whose answer was lost made it.
-          const [ours] = await this.#findOurDnsRecordIds(hostname, cfTunnelId);
-          if (!ours) {
-            this.#log.warn({ event: LogEvent.upstreamFailure, operation: 'dns.create', hostname }, 'the hostname already has a DNS record that is not ours');
-            throw error;
-          }
-          this.#log.info({ event: LogEvent.upstreamAdopted, operation: 'dns.create', dnsRecordId: ours }, 'adopted the DNS record an earlier attempt created');
-          return ours;
+    const budget = this.#budgetOptions('fail');
+    return this.#createWithRetries('dns.create', async () => {
+      try {
+        const record = await this.#call('dns.create', () =>
+          this.#client.dns.records.create(
+            {
+              zone_id: this.#config.zoneId,
+              type: 'CNAME',
+              name: hostname,
+              content: `${cfTunnelId}${CFARGOTUNNEL_SUFFIX}`,
+              proxied: true,
+              ttl: 1,
+              comment: `tunnel-broker ${this.tunnelName(rowId)}`,
+            },
+            { ...budget, maxRetries: 0 },
+          ),
+        );
+        if (!record.id) throw new UpstreamError('failed', 'dns.create', undefined, [], undefined);
+        return record.id;
+      } catch (error) {
+        if (!isUpstreamError(error) || error.kind !== 'dns_record_exists') throw error;
+        // Ours only if it points at this very tunnel, whose id is fresh: then an earlier
+        // attempt whose answer was lost made it.
+        const [ours] = await this.#findOurDnsRecordIds(hostname, cfTunnelId, budget);
+        if (!ours) {
+          this.#log.warn({ event: LogEvent.upstreamFailure, operation: 'dns.create', hostname }, 'the hostname already has a DNS record that is not ours');
+          throw error;
         }
-      }),
-    );
+        this.#log.info({ event: LogEvent.upstreamAdopted, operation: 'dns.create', dnsRecordId: ours }, 'adopted the DNS record an earlier attempt created');
+        return ours;
+      }
+    });
   }
 
   /**
    * Removes the DNS record, the connectors and the tunnel. Idempotent. When the request
    * budget is spent it waits its turn (bounded), then fails as `rate_limited`.
    */
-  teardown(ref: UpstreamTunnelRef): Promise<void> {
-    return this.#withPolicy('wait', async () => {
-      const cfTunnelId = ref.cfTunnelId ?? (await this.#findTunnelId(ref.rowId));
-      await Promise.all([
-        this.#deleteDns(ref, cfTunnelId),
-        cfTunnelId ? this.#cleanupConnections(cfTunnelId) : undefined,
-      ]);
-      if (cfTunnelId) await this.#deleteTunnel(cfTunnelId);
-    });
+  async teardown(ref: UpstreamTunnelRef): Promise<void> {
+    // One deadline for every request of the teardown, however many it takes.
+    const budget = this.#budgetOptions('wait');
+    const cfTunnelId = ref.cfTunnelId ?? (await this.#findTunnelId(ref.rowId, budget));
+    await Promise.all([
+      this.#deleteDns(ref, cfTunnelId, budget),
+      cfTunnelId ? this.#cleanupConnections(cfTunnelId, budget) : undefined,
+    ]);
+    if (cfTunnelId) await this.#deleteTunnel(cfTunnelId, budget);
   }
 
-  async #deleteDns(ref: UpstreamTunnelRef, cfTunnelId: string | null): Promise<void> {
+  async #deleteDns(ref: UpstreamTunnelRef, cfTunnelId: string | null, budget: RequestOptions): Promise<void> {
     if (ref.dnsRecordId) {
       await this.#ignoreNotFound(this.#call('dns.delete', () =>
-        this.#client.dns.records.delete(ref.dnsRecordId!, { zone_id: this.#config.zoneId }),
+        this.#client.dns.records.delete(ref.dnsRecordId!, { zone_id: this.#config.zoneId }, budget),
       ));
       return;
     }
     // The id was never stored (the create failed or its response was lost): find the
     // record by name, and delete it only if it points at this very tunnel.
     if (!cfTunnelId) return;
-    const ids = await this.#findOurDnsRecordIds(ref.hostname, cfTunnelId);
+    const ids = await this.#findOurDnsRecordIds(ref.hostname, cfTunnelId, budget);
     for (const id of ids) {
-      await this.#ignoreNotFound(this.#call('dns.delete', () => this.#client.dns.records.delete(id, { zone_id: this.#config.zoneId })));
+      await this.#ignoreNotFound(this.#call('dns.delete', () => this.#client.dns.records.delete(id, { zone_id: this.#config.zoneId }, budget)));
     }
   }
 
-  async #cleanupConnections(cfTunnelId: string): Promise<void> {
+  async #cleanupConnections(cfTunnelId: string, budget: RequestOptions): Promise<void> {
     await this.#ignoreNotFound(this.#call('tunnel.connections.delete', () =>
-      this.#client.zeroTrust.tunnels.cloudflared.connections.delete(cfTunnelId, { account_id: this.#config.accountId }),
+      this.#client.zeroTrust.tunnels.cloudflared.connections.delete(cfTunnelId, { account_id: this.#config.accountId }, budget),
     ));
   }
 
-  async #deleteTunnel(cfTunnelId: string): Promise<void> {
+  async #deleteTunnel(cfTunnelId: string, budget: RequestOptions): Promise<void> {
     const remove = () => this.#ignoreNotFound(this.#call('tunnel.delete', () =>
-      this.#client.zeroTrust.tunnels.cloudflared.delete(cfTunnelId, { account_id: this.#config.accountId }),
+      this.#client.zeroTrust.tunnels.cloudflared.delete(cfTunnelId, { account_id: this.#config.accountId }, budget),
     ));
     try {
       await remove();
     } catch (error) {
       // A connector reconnected between the cleanup and the delete: clean up once more.
       if (!(error instanceof UpstreamError) || error.kind !== 'tunnel_has_connections') throw error;
-      await this.#cleanupConnections(cfTunnelId);
+      await this.#cleanupConnections(cfTunnelId, budget);
       await remove();
     }
   }
 
   /** CNAMEs named exactly `hostname` that point at this tunnel: the only records that are ours. */
-  async #findOurDnsRecordIds(hostname: string, cfTunnelId: string): Promise<string[]> {
+  async #findOurDnsRecordIds(hostname: string, cfTunnelId: string, budget: RequestOptions): Promise<string[]> {
     const target = normalizeHost(`${cfTunnelId}${CFARGOTUNNEL_SUFFIX}`);
     const ids: string[] = [];
     await this.#call('dns.list', async () => {
-      for await (const record of this.#client.dns.records.list({ zone_id: this.#config.zoneId, type: 'CNAME', name: { exact: hostname } })) {
+      for await (const record of this.#client.dns.records.list({ zone_id: this.#config.zoneId, type: 'CNAME', name: { exact: hostname } }, budget)) {
         if (record.id && record.type === 'CNAME' && typeof record.content === 'string' && normalizeHost(record.content) === target) ids.push(record.id);
       }
     });
     return ids;
   }
 
-  async #findTunnelId(rowId: string): Promise<string | null> {
+  async #findTunnelId(rowId: string, budget: RequestOptions): Promise<string | null> {
     const name = this.tunnelName(rowId);
     return this.#call('tunnel.list', async () => {
-      for await (const tunnel of this.#client.zeroTrust.tunnels.cloudflared.list({ account_id: this.#config.accountId, name, is_deleted: false })) {
+      for await (const tunnel of this.#client.zeroTrust.tunnels.cloudflared.list({ account_id: this.#config.accountId, name, is_deleted: false }, budget)) {
         if (tunnel.name === name && tunnel.id && !tunnel.deleted_at) return tunnel.id;
       }
       return null;
     });
   }
 
-  /** Runs `fn` with its Cloudflare requests under the budget `policy` (nothing without a budget). */
-  #withPolicy<T>(policy: BudgetPolicy, fn: () => Promise<T>): Promise<T> {
-    return this.#budget ? this.#budget.run(policy, fn) : fn();
+  /** SDK options that put one operation's requests under the budget `policy` (none without a budget). */
+  #budgetOptions(policy: BudgetPolicy): RequestOptions {
+    // The gate's fetchOptions hold only its own symbol-keyed field, which the SDK's type
+    // (RequestInit fields) cannot name; the SDK passes it through to the gate's fetch.
+    return this.#budget ? (this.#budget.requestOptions(policy) as RequestOptions) : {};
   }
 
   /**
@@ -434,28 +431,28 @@ export class TunnelProvider {
    */
   async listTunnelsUnderPrefix(options: { perPage?: number } = {}): Promise<ListedTunnel[]> {
     const tunnels = new Map<string, ListedTunnel>();
-    await this.#withPolicy('fail', () => this.#call('tunnel.list', async () => {
+    await this.#call('tunnel.list', async () => {
       let seen = 0;
       const pages = this.#client.zeroTrust.tunnels.cloudflared.list({
         account_id: this.#config.accountId,
         include_prefix: this.#config.tunnelNamePrefix,
         is_deleted: false,
         per_page: options.perPage ?? LIST_PER_PAGE,
-      });
+      }, this.#budgetOptions('fail'));
       for await (const tunnel of pages) {
         this.#checkListBound('tunnel.list', ++seen);
         if (!tunnel.id || typeof tunnel.name !== 'string' || tunnel.deleted_at) continue;
         // Pages shift when tunnels are deleted mid-listing; the id keeps each one once.
         tunnels.set(tunnel.id, { id: tunnel.id, name: tunnel.name, createdAt: tunnel.created_at ?? null });
       }
-    }));
+    });
     return [...tunnels.values()];
   }
 
   /** CNAMEs under `.<domain>` whose content ends in .cfargotunnel.com, every page of them. */
   async listTunnelDnsRecords(domain: string, options: { perPage?: number } = {}): Promise<ListedDnsRecord[]> {
     const records = new Map<string, ListedDnsRecord>();
-    await this.#withPolicy('fail', () => this.#call('dns.list', async () => {
+    await this.#call('dns.list', async () => {
       let seen = 0;
       const pages = this.#client.dns.records.list({
         zone_id: this.#config.zoneId,
@@ -463,7 +460,7 @@ export class TunnelProvider {
         name: { endswith: `.${domain}` },
         content: { endswith: CFARGOTUNNEL_SUFFIX },
         per_page: options.perPage ?? LIST_PER_PAGE,
-      });
+      }, this.#budgetOptions('fail'));
       for await (const record of pages) {
         this.#checkListBound('dns.list', ++seen);
         if (!record.id || typeof record.name !== 'string') continue;
@@ -475,23 +472,21 @@ export class TunnelProvider {
           createdOn: record.created_on ?? null,
         });
       }
-    }));
+    });
     return [...records.values()];
   }
 
   /** Cleans up the tunnel's connections, then deletes it. Already gone (404) counts as done. */
-  deleteTunnelById(cfTunnelId: string): Promise<void> {
-    return this.#withPolicy('fail', async () => {
-      await this.#cleanupConnections(cfTunnelId);
-      await this.#deleteTunnel(cfTunnelId);
-    });
+  async deleteTunnelById(cfTunnelId: string): Promise<void> {
+    const budget = this.#budgetOptions('fail');
+    await this.#cleanupConnections(cfTunnelId, budget);
+    await this.#deleteTunnel(cfTunnelId, budget);
   }
 
   /** Already gone (404) counts as done. */
   deleteDnsRecordById(recordId: string): Promise<void> {
-    return this.#withPolicy('fail', () =>
-      this.#ignoreNotFound(this.#call('dns.delete', () => this.#client.dns.records.delete(recordId, { zone_id: this.#config.zoneId }))),
-    );
+    return this.#ignoreNotFound(this.#call('dns.delete', () =>
+      this.#client.dns.records.delete(recordId, { zone_id: this.#config.zoneId }, this.#budgetOptions('fail'))));
   }
 
   /** An API that ignored `page` would repeat one page forever; a listing this long is refused instead. */

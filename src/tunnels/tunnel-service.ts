@@ -9,21 +9,15 @@ import type { Prisma, PrismaClient, Tunnel, TunnelEndReason, TunnelEvent } from 
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
 import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
-import { type Actor, MAX_EVENTS_PER_TUNNEL, type TunnelEventInput, userActor } from './tunnel-events.js';
+import { type Actor, MAX_EVENTS_PER_TUNNEL, userActor } from './tunnel-events.js';
+import { TunnelRows } from './tunnel-rows.js';
 
-/** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
-const QUOTA_LOCK_NAMESPACE = 7_301;
 const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
 /** After a failed upstream teardown, the reaper tries again this many sweeps later (or after Retry-After). */
 export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
 /** Slack on top of the computed worst case of a create or an end: at least this, or two timeouts. */
 const MIN_LEASE_MARGIN_MS = 1_000;
-/**
- * A state change and its audit event share a short transaction. Waiting a little longer than
- * Prisma's 2 s default for a pooled connection keeps a burst of creates from failing on that.
- */
-const TRANSITION_TX = { maxWait: 5_000, timeout: 10_000 };
 
 export interface CreateTunnelInput {
   port: number;
@@ -81,6 +75,7 @@ export interface TunnelServiceDeps {
  */
 export class TunnelService {
   readonly #prisma: PrismaClient;
+  readonly #rows: TunnelRows;
   readonly #heartbeats: HeartbeatStore;
   readonly #provider: TunnelProvider;
   readonly #config: TunnelServiceDeps['config'];
@@ -94,6 +89,7 @@ export class TunnelService {
 
   constructor(deps: TunnelServiceDeps) {
     this.#prisma = deps.prisma;
+    this.#rows = new TunnelRows(deps.prisma);
     this.#heartbeats = deps.heartbeats;
     this.#provider = deps.provider;
     this.#config = deps.config;
@@ -162,10 +158,10 @@ export class TunnelService {
       throw this.#upstreamToAppError(error);
     }
 
-    const tunnel = await this.#transition(
-      { id: row.id, status: 'creating' },
-      { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId },
-      (t) => ({ type: 'created', actor: userActor(ownerId), details: { hostname: t.hostname, port: t.port, cfTunnelId: t.cfTunnelId, dnsRecordId: t.dnsRecordId } }),
+    const tunnel = await this.#rows.transition(
+      { id: row.id, from: ['creating'] },
+      { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: dnsRecordId ?? null },
+      { type: 'created', actor: userActor(ownerId), details: { hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: dnsRecordId ?? null } },
     );
     if (!tunnel) {
       // Ended while we were creating it (the lease ran out under a very slow upstream): undo.
@@ -309,10 +305,10 @@ export class TunnelService {
    * the upstream error. `actor` is who asked: the owner by default, or an operator.
    */
   async delete(ownerId: string, tunnelId: string, log: Logger = this.#log, actor: Actor = userActor(ownerId)): Promise<void> {
-    const claimed = await this.#transition(
-      { id: tunnelId, ownerId, status: { in: ['creating', 'active'] } },
+    const claimed = await this.#rows.transition(
+      { id: tunnelId, ownerId, from: ['creating', 'active'] },
       { status: 'ending', endReason: 'deleted' },
-      () => ({ type: 'delete_requested', actor }),
+      { type: 'delete_requested', actor },
     );
     let row = claimed;
     if (!row) {
@@ -341,7 +337,7 @@ export class TunnelService {
       log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
     } else {
       // An end to retry: touching updated_at marks it as being worked on (see recoverStuck).
-      [row] = await this.#prisma.tunnel.updateManyAndReturn({ where: { id: tunnelId, status: 'ending' }, data: { updatedAt: new Date() } });
+      row = await this.#rows.touchEnding(tunnelId);
       if (!row) {
         await this.#heartbeats.forget(tunnelId);
         return 'not_found';
@@ -352,7 +348,7 @@ export class TunnelService {
   }
 
   #claimForEnd(tunnelId: string, from: 'active' | 'creating', reason: TunnelEndReason): Promise<Tunnel | undefined> {
-    return this.#transition({ id: tunnelId, status: from }, { status: 'ending', endReason: reason }, () =>
+    return this.#rows.transition({ id: tunnelId, from: [from] }, { status: 'ending', endReason: reason },
       from === 'active'
         ? { type: 'heartbeat_lapsed', actor: 'reaper', details: { ttlSeconds: this.#config.tunnels.ttlSeconds } }
         // Nobody activated it within the create lease: its broker died, or upstream was far too slow.
@@ -374,10 +370,10 @@ export class TunnelService {
       await this.#recordEndFailure(row, actor, error, retryInMs, log);
       return { outcome: 'retry_scheduled', error: error as Error };
     }
-    const ended = await this.#transition(
-      { id: row.id, status: 'ending' },
+    const ended = await this.#rows.transition(
+      { id: row.id, from: ['ending'] },
       { status: 'ended', endedAt: new Date() },
-      () => ({ type: 'ended', actor, details: { reason: row.endReason } }),
+      { type: 'ended', actor, details: { reason: row.endReason } },
     );
     await this.#heartbeats.forget(row.id);
     if (ended) {
@@ -410,18 +406,11 @@ export class TunnelService {
   }
 
   /** Inserts a `creating` row, counting the user's live tunnels under a per-user lock. */
-  #insert(ownerId: string, slug: string, port: number): Promise<Tunnel> {
+  async #insert(ownerId: string, slug: string, port: number): Promise<Tunnel> {
     const { maxPerUser, domain } = this.#config.tunnels;
-    return this.#prisma.$transaction(async (tx) => {
-      await tx.$queryRaw`SELECT pg_advisory_xact_lock(${QUOTA_LOCK_NAMESPACE}::int, hashtext(${ownerId}))::text`;
-      const live = await tx.tunnel.count({ where: { ownerId, status: { not: 'ended' } } });
-      if (live >= maxPerUser) {
-        throw new AppError('TUNNEL_LIMIT_EXCEEDED', { details: { limit: maxPerUser } });
-      }
-      return tx.tunnel.create({
-        data: { id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port, status: 'creating' },
-      });
-    });
+    const row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port }, maxPerUser);
+    if (!row) throw new AppError('TUNNEL_LIMIT_EXCEEDED', { details: { limit: maxPerUser } });
+    return row;
   }
 
   /** Removes whatever this create made upstream, and frees the slug and quota. */
@@ -434,36 +423,21 @@ export class TunnelService {
   ): Promise<void> {
     const data = { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId } as const;
     // Only leaving `creating` is an event; a row already ending was claimed by someone who recorded why.
-    const ending = (await this.#transition({ id: row.id, status: 'creating' }, data, () => ({ type: 'create_failed', actor: why.actor, details: why.details })))
+    const ending = (await this.#rows.transition({ id: row.id, from: ['creating'] }, data, { type: 'create_failed', actor: why.actor, details: why.details }))
       ?? (await this.#prisma.tunnel.updateManyAndReturn({ where: { id: row.id, status: 'ending' }, data }))[0];
     log.warn({ event: LogEvent.tunnelCreateFailed }, 'create failed upstream; rolling back');
     if (!ending) return;
     if (why.nothingUpstream) {
       // Looking upstream by name would spend the request budget (or wait for it) to find nothing.
-      await this.#transition({ id: row.id, status: 'ending' }, { status: 'ended', endedAt: new Date() }, () => ({
+      await this.#rows.transition({ id: row.id, from: ['ending'] }, { status: 'ended', endedAt: new Date() }, {
         type: 'ended',
         actor: why.actor,
         details: { reason: 'create_failed', nothingUpstream: true },
-      }));
+      });
       await this.#heartbeats.forget(row.id);
       return;
     }
     await this.finishEnd(ending, log, why.actor);
-  }
-
-  /**
-   * A conditional state change and its audit event in one transaction, so the event exists
-   * exactly when the change happened. Returns the changed row, if the condition matched one.
-   */
-  #transition(where: Prisma.TunnelWhereInput, data: Prisma.TunnelUpdateManyMutationInput, event: (row: Tunnel) => TunnelEventInput): Promise<Tunnel | undefined> {
-    return this.#prisma.$transaction(async (tx) => {
-      const [row] = await tx.tunnel.updateManyAndReturn({ where, data });
-      if (row) {
-        const { type, actor, details } = event(row);
-        await tx.tunnelEvent.create({ data: { tunnelId: row.id, type, actor, details: details ?? {} } });
-      }
-      return row;
-    }, TRANSITION_TX);
   }
 
   /**
