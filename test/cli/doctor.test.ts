@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { quoteIdent, withDatabase } from '../../src/db/migrate.js';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { CLI_TEST_TIMEOUT_MS, cliEnv, cliRunner } from '../helpers/cli.js';
+import { MIGRATION_NAMES } from '../helpers/database.js';
 
 const runCli = cliRunner();
 
@@ -59,7 +60,7 @@ describe('doctor', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     const found = lines(run.stdout);
     expect(Object.keys(found).sort()).toEqual([...CHECKS].sort());
     for (const name of CHECKS) expect(found[name]![0], `${name}: ${found[name]![1]}`).toBe('✓');
-    expect(found.migrations![1]).toBe('2 applied, none pending');
+    expect(found.migrations![1]).toBe(`${MIGRATION_NAMES.length} applied, none pending`);
     expect(found['cloudflare zone']![1]).toBe('zone tunnels.test holds TUNNEL_DOMAIN tunnels.test');
     expect(run.stdout).toMatch(/^all checks passed$/m);
     // Read-only upstream: verify, list, zone, list; nothing created.
@@ -125,21 +126,21 @@ describe('db migrate', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     expect(lines(beforeMissing.stdout).database).toEqual(['✗', expect.stringMatching(/does not exist — fix: run `tunnel-broker db migrate`/)]);
     expect(beforeEmpty.code).toBe(1);
     expect(lines(beforeEmpty.stdout).migrations).toEqual([
-      '✗', '2 pending: 20261122000000_init, 20261122010000_tunnel_events — fix: run `tunnel-broker db migrate`',
+      '✗', `${MIGRATION_NAMES.length} pending: ${MIGRATION_NAMES.join(', ')} — fix: run \`tunnel-broker db migrate\``,
     ]);
 
     const migrated = await runCli(['db', 'migrate'], cliEnv(broker, { DATABASE_URL: missing }));
     expect(migrated).toMatchObject({ code: 0, stderr: '' });
-    expect(migrated.stdout).toMatch(/^created the database; applied 2 migration\(s\) to postgresql:\/\/.*: 20261122000000_init, 20261122010000_tunnel_events\n$/);
+    expect(migrated.stdout).toMatch(new RegExp(`^created the database; applied ${MIGRATION_NAMES.length} migration\\(s\\) to postgresql://.*: ${MIGRATION_NAMES.join(', ')}\n$`));
 
     const [again, after] = await Promise.all([
       runCli(['db', 'migrate', '--json'], cliEnv(broker, { DATABASE_URL: missing })),
       runCli(['doctor'], cliEnv(broker, { DATABASE_URL: missing })),
     ]);
     expect(again.code).toBe(0);
-    expect(JSON.parse(again.stdout)).toEqual({ applied: [], alreadyApplied: ['20261122000000_init', '20261122010000_tunnel_events'], createdDatabase: false });
+    expect(JSON.parse(again.stdout)).toEqual({ applied: [], alreadyApplied: [...MIGRATION_NAMES], createdDatabase: false });
     expect(after.code).toBe(0);
-    expect(lines(after.stdout).migrations).toEqual(['✓', '2 applied, none pending']);
+    expect(lines(after.stdout).migrations).toEqual(['✓', `${MIGRATION_NAMES.length} applied, none pending`]);
   });
 
   it('fails with the reason on stderr when PostgreSQL is unreachable', async () => {

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,12 @@ export interface TestDatabase {
 const DEFAULT_BASE_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
 const TEMPLATE_PREFIX = 'tb_tpl_';
+
+/** The names of the migrations in prisma/migrations, in the order they apply. */
+export const MIGRATION_NAMES: readonly string[] = readdirSync(MIGRATIONS_DIR, { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name)
+  .sort();
 // Serialises template builds across every test process on the server. Any constant
 // works as long as it is not Prisma migrate's key (72707369), which the runner
 // itself takes inside each database.
