@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { runMigrations } from '../../src/db/migrate.js';
+import { startTestBroker, type TestBroker, type TestBrokerOptions } from './broker.js';
 import { freePort } from './process.js';
 
 const run = promisify(execFile);
@@ -113,4 +115,16 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A test broker whose database lives on a private PostgreSQL server, migrated, so a test can
+ * stop and restart that server under it. Close the broker before the server.
+ */
+export async function startBrokerOnPrivatePostgres(options: Omit<TestBrokerOptions, 'db'> = {}): Promise<{ postgres: PrivatePostgres; broker: TestBroker }> {
+  const postgres = await startPrivatePostgres();
+  const url = postgres.url('broker');
+  await runMigrations({ databaseUrl: url });
+  const broker = await startTestBroker({ ...options, db: { url, name: 'broker', drop: async () => {} } });
+  return { postgres, broker };
 }

@@ -1,9 +1,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runMigrations } from '../../src/db/migrate.js';
 import { DEFAULT_READINESS_TIMEOUT_MS } from '../../src/plugins/readiness.js';
 import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
-import { type PrivatePostgres, type PrivateRedis, startPrivatePostgres, startPrivateRedis } from '../helpers/private-services.js';
+import { type PrivatePostgres, type PrivateRedis, startBrokerOnPrivatePostgres, startPrivateRedis } from '../helpers/private-services.js';
 
 /**
  * GET /readyz against real dependencies that go away: a private Redis that is stopped or
@@ -125,10 +124,7 @@ describe('GET /readyz when PostgreSQL fails', () => {
   let postgres: PrivatePostgres;
   let broker: TestBroker;
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const url = postgres.url('broker');
-    await runMigrations({ databaseUrl: url });
-    broker = await startTestBroker({ db: { url, name: 'broker', drop: async () => {} } });
+    ({ postgres, broker } = await startBrokerOnPrivatePostgres());
   }, 60_000);
   afterAll(async () => {
     await broker?.close();

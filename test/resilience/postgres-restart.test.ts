@@ -1,20 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runMigrations } from '../../src/db/migrate.js';
-import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
-import { startPrivatePostgres, type PrivatePostgres } from '../helpers/private-services.js';
+import { eventually, type TestBroker } from '../helpers/broker.js';
+import { type PrivatePostgres, startBrokerOnPrivatePostgres } from '../helpers/private-services.js';
 
 let postgres: PrivatePostgres;
 let broker: TestBroker;
 beforeAll(async () => {
-  postgres = await startPrivatePostgres();
-  const url = postgres.url('broker');
-  await runMigrations({ databaseUrl: url });
-  broker = await startTestBroker({
-    db: { url, name: 'broker', drop: async () => {} },
+  ({ postgres, broker } = await startBrokerOnPrivatePostgres({
     env: { TUNNEL_TTL_SECONDS: '3', HEARTBEAT_INTERVAL_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1' },
     startReaper: true,
-  });
+  }));
 }, 60_000);
 afterAll(async () => {
   await broker?.close();
