@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { runAgent, startFlakyProxy, startListeningBroker, tempHome, tunnelIdInToken, writeFakeCloudflared, type FakeCloudflared } from '../helpers/agent.js';
+import { exitCodeWithin, runAgent, startFlakyProxy, startListeningBroker, tempHome, tunnelIdInToken, writeFakeCloudflared, type FakeCloudflared } from '../helpers/agent.js';
 import { eventually, type TestBroker } from '../helpers/broker.js';
 import type { RunningProcess } from '../helpers/process.js';
 
@@ -135,7 +135,7 @@ describe('agent connect', () => {
     const { userId, agent } = startAgent([], { fake });
     await agent.waitFor(/Forwarding\s+https:\/\//);
     const [tunnel] = await liveTunnels(userId);
-    const code = await Promise.race([agent.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 60_000))]);
+    const code = await exitCodeWithin(agent, 60_000);
     expect(code).toBe(1);
     expect(agent.output()).toMatch(/cloudflared keeps exiting \(5 times/);
     expect(agent.output()).toMatch(/fake cloudflared told to crash/);
@@ -239,7 +239,7 @@ describe('agent connect', () => {
     const { tunnel, run } = await online(agent, fake, userId);
     const started = Date.now();
     agent.child.kill('SIGINT');
-    const code = await Promise.race([agent.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000))]);
+    const code = await exitCodeWithin(agent, 10_000);
     expect(code).toBe(0);
     // About a second on an idle machine; the bound leaves room for a loaded CI runner.
     expect(Date.now() - started).toBeLessThan(8_000);
@@ -259,7 +259,7 @@ describe('agent connect', () => {
     await eventually(() => fake.signals().some((s) => s.pid === run.pid && s.signal === 'SIGTERM'), { timeoutMs: 30_000, what: 'cloudflared to get SIGTERM' });
     const started = Date.now();
     agent.child.kill('SIGINT');
-    const code = await Promise.race([agent.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000))]);
+    const code = await exitCodeWithin(agent, 10_000);
     expect(code).toBe(130);
     expect(Date.now() - started).toBeLessThan(10_000);
     await eventually(() => !fake.isAlive(run.pid), { timeoutMs: 30_000, what: 'cloudflared to be killed' });
@@ -274,7 +274,7 @@ describe('agent connect', () => {
     const { tunnel, run } = await online(agent, fake, userId);
     const started = Date.now();
     agent.child.kill('SIGTERM');
-    const code = await Promise.race([agent.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 15_000))]);
+    const code = await exitCodeWithin(agent, 15_000);
     expect(code).toBe(0);
     // cloudflared gets 3 s to stop before SIGKILL.
     expect(Date.now() - started).toBeLessThan(10_000);

@@ -281,3 +281,13 @@ export async function startFlakyProxy(target: string): Promise<FlakyProxy> {
     });
   return proxy;
 }
+
+/** The agent's exit code, or 'timeout' if it is still running after `ms`. */
+export async function exitCodeWithin(agent: RunningProcess, ms: number): Promise<number | null | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([agent.exited, new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
