@@ -1,6 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
+import type { HeartbeatTokensOptions } from './auth/heartbeat-token.js';
 import type { JwksTuning } from './auth/token-verifier.js';
 import type { Config } from './config/env.js';
 import { errorHandlerPlugin, handleError } from './errors/error-handler.js';
@@ -44,6 +45,8 @@ export interface BuildAppOptions {
   startReconciler?: boolean;
   /** JWKS fetch tuning for JWT_JWKS_URL (tests shorten the intervals and drive the clock). */
   jwks?: JwksTuning;
+  /** Heartbeat-token lifetime and renewal window (default 30 days, renewed in the last 10). */
+  heartbeatTokens?: HeartbeatTokensOptions;
 }
 
 /** Largest request body accepted: a create is a few dozen bytes. */
@@ -104,7 +107,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(prismaPlugin, { databaseUrl: config.databaseUrl });
   await app.register(redisPlugin, config.redis);
   await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics });
-  await app.register(authPlugin, { jwt: config.jwt, ...(options.jwks ? { jwks: options.jwks } : {}) });
+  await app.register(authPlugin, {
+    jwt: config.jwt,
+    ...(options.jwks ? { jwks: options.jwks } : {}),
+    ...(options.heartbeatTokens ? { heartbeatTokens: options.heartbeatTokens } : {}),
+  });
   await app.register(rateLimitPlugin, { onExceeded: () => metrics.rateLimited('create_rate') });
   await app.register(metricsPlugin, { metrics, token: config.metrics.token });
   await app.register(readinessPlugin);

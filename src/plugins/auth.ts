@@ -1,7 +1,7 @@
 import fastifyJwt from '@fastify/jwt';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { type HeartbeatGrant, HeartbeatTokens } from '../auth/heartbeat-token.js';
+import { type HeartbeatGrant, HeartbeatTokens, type HeartbeatTokensOptions } from '../auth/heartbeat-token.js';
 import { IdentityProviderUnavailableError, InvalidTokenError } from '../auth/token-errors.js';
 import { ACCESS_TOKEN_VERIFY, type JwksTuning, type Principal, TokenVerifier } from '../auth/token-verifier.js';
 import type { Config } from '../config/env.js';
@@ -37,6 +37,8 @@ export interface AuthPluginOptions {
   jwt: Config['jwt'];
   /** JWKS fetch tuning (tests shorten the intervals). */
   jwks?: JwksTuning;
+  /** Heartbeat-token lifetime and renewal window (tests shorten them to see renewals). */
+  heartbeatTokens?: HeartbeatTokensOptions;
 }
 
 const BEARER = /^Bearer +(\S+) *$/i;
@@ -76,7 +78,7 @@ export const authPlugin = fp(
       sign: { algorithm: 'HS256' },
       verify: { ...ACCESS_TOKEN_VERIFY, algorithms: [...ACCESS_TOKEN_VERIFY.algorithms], requiredClaims: [...ACCESS_TOKEN_VERIFY.requiredClaims] },
     });
-    const heartbeatTokens = new HeartbeatTokens(options.jwt.secret);
+    const heartbeatTokens = new HeartbeatTokens(options.jwt.secret, options.heartbeatTokens);
     const verifier = new TokenVerifier({
       jwt: options.jwt,
       heartbeatTokens,

@@ -234,6 +234,35 @@ describe('agent connect', () => {
     expect(await agent.stop('SIGINT')).toBe(0);
   });
 
+  it('switches to the renewed heartbeat token a heartbeat answer hands out', async () => {
+    // Heartbeat tokens due for renewal from the start: every heartbeat answer carries a new one.
+    const renewing = await startListeningBroker({
+      env: { TUNNEL_TTL_SECONDS: '6', HEARTBEAT_INTERVAL_SECONDS: '1' },
+      heartbeatTokens: { ttlSeconds: 3600, renewBeforeSeconds: 3600 },
+    });
+    cleanups.push(() => renewing.broker.close());
+    const proxy = await startFlakyProxy(renewing.url);
+    cleanups.push(() => proxy.close());
+    const { userId, fake, agent } = startAgent([], { server: proxy.url });
+    const { tunnel } = await online(agent, fake, userId, renewing.broker);
+    const original = (JSON.parse(proxy.exchanges.find((e) => e.method === 'POST' && e.path === '/v1/tunnels')!.body) as { heartbeatToken: string }).heartbeatToken;
+    const beats = () => proxy.exchanges.filter((e) => e.path === `/v1/tunnels/${tunnel.id}/heartbeat`);
+    // Tokens carry their issue time in seconds: a renewal a second or more later is a new token.
+    await eventually(() => beats().some((b) => b.status === 200 && b.headers.authorization !== `Bearer ${original}`), { timeoutMs: 30_000, what: 'a heartbeat with a renewed token' });
+
+    // Each heartbeat used the create's token or one an earlier heartbeat answer handed out.
+    const handedOut = new Set([original]);
+    for (const beat of beats()) {
+      expect(beat.status).toBe(200);
+      expect(handedOut.has(String(beat.headers.authorization).replace(/^Bearer /, ''))).toBe(true);
+      const renewed = (JSON.parse(beat.body) as { heartbeatToken?: string }).heartbeatToken;
+      expect(renewed).toEqual(expect.any(String));
+      handedOut.add(renewed!);
+    }
+    expect(agent.output()).not.toContain(original);
+    expect(await agent.stop('SIGINT')).toBe(0);
+  });
+
   it('on Ctrl-C stops cloudflared, ends the tunnel and exits 0 within a few seconds', async () => {
     const { userId, fake, agent } = startAgent([]);
     const { tunnel, run } = await online(agent, fake, userId);
