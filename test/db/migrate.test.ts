@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ensureDatabase, MigrationError, type MigrationRow, migrationStatus, quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
+import { withClient } from '../helpers/database.js';
 
 const BASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
@@ -32,16 +32,6 @@ function freshDatabaseUrl(): { name: string; url: string } {
   const name = `tb_mig_${randomBytes(6).toString('hex')}`;
   createdDatabases.add(name);
   return { name, url: withDatabase(BASE_URL, name) };
-}
-
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  try {
-    await client.connect();
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
 }
 
 async function databaseExists(name: string): Promise<boolean> {

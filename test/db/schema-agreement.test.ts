@@ -4,10 +4,9 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PrismaPg } from '@prisma/adapter-pg';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Prisma, PrismaClient } from '../../src/generated/prisma/client.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, type TestDatabase, withClient } from '../helpers/database.js';
 
 /*
  * Proves prisma/schema.prisma and the database the migrations build agree, so a
@@ -257,16 +256,6 @@ function expectedForeignKeys(datamodel: Datamodel): ExpectedForeignKey[] {
 }
 
 // --- what the database does contain ------------------------------------------------
-
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  try {
-    await client.connect();
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
 
 interface Catalog {
   tables: string[];
