@@ -1,20 +1,14 @@
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+import { describe, expect, it } from 'vitest';
+import { TEST_JWT_SECRET, useTestBroker } from '../helpers/broker.js';
 import { CLI_TEST_TIMEOUT_MS, cliRunner } from '../helpers/cli.js';
 import { REPO_ROOT } from '../helpers/process.js';
 
 const runCli = cliRunner();
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker();
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker();
 
 const env = { NODE_ENV: 'test', JWT_SECRET: TEST_JWT_SECRET };
 const claims = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as { sub: string; iat: number; exp: number };

@@ -1,14 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ERROR_CATALOGUE, ERROR_CODES } from '../../src/errors/catalogue.js';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker();
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker();
 
 describe('error catalogue', () => {
   it('gives every code an HTTP error status and a message', () => {

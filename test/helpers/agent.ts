@@ -3,8 +3,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll } from 'vitest';
-import { startTestBroker, type TestBroker, type TestBrokerOptions } from './broker.js';
+import { afterEach, beforeAll } from 'vitest';
+import { startTestBroker, type TestBroker, type TestBrokerOptions, useTestBroker } from './broker.js';
 import { runTs, runTsToEnd, type RunningProcess } from './process.js';
 
 /** The entry `npm run agent` runs. */
@@ -154,27 +154,23 @@ export interface AgentTestBroker {
  * (homes, fake cloudflareds, agents left running) after each test.
  */
 export function useAgentBroker(options: TestBrokerOptions = {}): AgentTestBroker {
-  let started: { broker: TestBroker; url: string } | undefined;
+  const broker = useTestBroker(options);
+  let listening: string | undefined;
   const cleanups: Array<() => unknown> = [];
   beforeAll(async () => {
-    started = await startListeningBroker(options);
-  });
-  afterAll(async () => {
-    await started?.broker.close();
+    listening = await broker.app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
-  const running = () => {
-    if (!started) throw new Error('useAgentBroker: the broker starts in beforeAll');
-    return started;
+  const url = () => {
+    if (listening === undefined) throw new Error('useAgentBroker: the broker listens in beforeAll');
+    return listening;
   };
   const context: AgentTestBroker = {
-    get broker() {
-      return running().broker;
-    },
+    broker,
     get url() {
-      return running().url;
+      return url();
     },
     defer: (cleanup) => void cleanups.push(cleanup),
     home() {
@@ -187,8 +183,7 @@ export function useAgentBroker(options: TestBrokerOptions = {}): AgentTestBroker
       const home = context.home();
       const fake = writeFakeCloudflared();
       cleanups.push(() => fake.remove());
-      const { broker, url } = running();
-      return { userId, home, fake, env: { ...home.env, TUNNEL_BROKER_URL: url, TUNNEL_BROKER_TOKEN: broker.token(userId, 3600), CLOUDFLARED_PATH: fake.path } };
+      return { userId, home, fake, env: { ...home.env, TUNNEL_BROKER_URL: url(), TUNNEL_BROKER_TOKEN: broker.token(userId, 3600), CLOUDFLARED_PATH: fake.path } };
     },
   };
   return context;

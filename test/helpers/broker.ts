@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pino from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import { buildApp, type BuildAppOptions } from '../../src/app.js';
 import { signAccessToken } from '../../src/auth/access-token.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
@@ -50,6 +51,28 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
   /** Use this database (e.g. on a private PostgreSQL) instead of a fresh one on the shared server. */
   db?: TestDatabase;
+}
+
+/**
+ * One broker for the whole test file: registers the hooks that start it before the file's
+ * tests and close it after them, and returns a stand-in that forwards every property to it,
+ * so tests use `broker.app`, `broker.auth(…)` as they would the started broker itself.
+ */
+export function useTestBroker(options: TestBrokerOptions = {}): TestBroker {
+  let started: TestBroker | undefined;
+  beforeAll(async () => {
+    started = await startTestBroker(options);
+  });
+  afterAll(async () => {
+    await started?.close();
+  });
+  return new Proxy({} as TestBroker, {
+    get(_target, key) {
+      if (!started) throw new Error('useTestBroker: the broker starts in beforeAll; use it inside hooks and tests');
+      const value: unknown = Reflect.get(started, key);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(started) : value;
+    },
+  });
 }
 
 /**

@@ -1,15 +1,9 @@
 import { createSigner } from 'fast-jwt';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { signAccessToken } from '../../src/auth/access-token.js';
-import { startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+import { TEST_JWT_SECRET, useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker();
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker();
 
 const nowSec = () => Math.floor(Date.now() / 1000);
 const hs256 = (payload: object, key = TEST_JWT_SECRET) => createSigner({ key, algorithm: 'HS256', noTimestamp: true })(payload);

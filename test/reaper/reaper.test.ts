@@ -1,20 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Reaper } from '../../src/reaper/reaper.js';
-import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { eventually, useTestBroker } from '../helpers/broker.js';
 
 // A 2 s TTL with 1 s heartbeats: the smallest the config allows, so expiry is quick to observe.
 const TTL_SECONDS = 2;
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker({
+const broker = useTestBroker({
     env: { TUNNEL_TTL_SECONDS: String(TTL_SECONDS), HEARTBEAT_INTERVAL_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1', MAX_TUNNELS_PER_USER: '2' },
     startReaper: true,
   });
-});
-afterAll(async () => {
-  await broker?.close();
-});
 
 async function createTunnel(userId: string, requestedSlug?: string) {
   const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000, requestedSlug } });

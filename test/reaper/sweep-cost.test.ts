@@ -1,14 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { expect, it } from 'vitest';
+import { useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker();
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker();
 
 it('a sweep touches only the due tunnels, however many healthy ones there are', async () => {
   // 20,000 healthy deadlines an hour out, seeded directly, and 3 real tunnels made due now.

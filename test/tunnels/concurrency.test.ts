@@ -1,14 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { describe, expect, it } from 'vitest';
+import { useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker({ env: { CREATE_RATE_LIMIT_PER_MINUTE: '1000' } });
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker({ env: { CREATE_RATE_LIMIT_PER_MINUTE: '1000' } });
 
 const create = (userId: string, payload: object) =>
   broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload });

@@ -3,19 +3,13 @@
  * making a second tunnel or DNS record, and never touches what is not ours.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EndpointName, FaultRule } from '../../src/cloudflare/emulator/emulator.js';
 import { createCloudflareClient } from '../../src/cloudflare/tunnel-provider.js';
-import { startTestBroker, TEST_DOMAIN, type TestBroker } from '../helpers/broker.js';
+import { TEST_DOMAIN, useTestBroker } from '../helpers/broker.js';
 
 const MAX_RETRIES = 2;
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: String(MAX_RETRIES) } });
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: String(MAX_RETRIES) } });
 
 const ENDPOINTS: EndpointName[] = ['tunnel.create', 'tunnel.list', 'tunnel.token', 'tunnel.configuration.put', 'dns.create', 'dns.list', 'tunnel.delete', 'dns.delete'];
 

@@ -1,15 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalCreateRequest, idempotencyRedisKey, IdempotencyStore } from '../../src/tunnels/idempotency.js';
-import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker, useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker();
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker();
 
 const user = () => `user-${randomUUID()}`;
 const newKey = () => `key-${randomUUID()}`;

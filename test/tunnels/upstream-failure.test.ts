@@ -1,15 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EndpointName, FaultRule } from '../../src/cloudflare/emulator/emulator.js';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { useTestBroker } from '../helpers/broker.js';
 
-let broker: TestBroker;
-beforeAll(async () => {
-  broker = await startTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: '1', MAX_TUNNELS_PER_USER: '1' } });
-});
-afterAll(async () => {
-  await broker?.close();
-});
+const broker = useTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: '1', MAX_TUNNELS_PER_USER: '1' } });
 
 function upstreamSnapshot() {
   return { tunnels: broker.emulator.liveTunnels().length, dns: broker.emulator.dnsRecords().length };
