@@ -365,12 +365,7 @@ async function setUpApi(ctx: Ctx): Promise<ApiSetup> {
   await sleep(500);
   // Steady state: a running broker has made upstream calls, and the first one switches on
   // whatever stays on afterwards (lazy modules, the SDK client, any async context tracking).
-  const first = await fetch(`${broker.baseUrl}/v1/tunnels`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${signAccessToken(ctx.run.secret, 'bench-first-create', 3600)}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ port: 3000 }),
-    signal: AbortSignal.timeout(30_000),
-  });
+  const first = await postCreate(broker, signAccessToken(ctx.run.secret, 'bench-first-create', 3600));
   if (first.status !== 201) throw new Error(`the first create answered ${first.status}: ${await first.text()}`);
   return { broker, databaseUrl: db.url, tunnels, prefix, idleRss: broker.rss() };
 }
@@ -514,21 +509,26 @@ async function probeHops(databaseUrl: string, emulator: CloudflareEmulator): Pro
   }
 }
 
+/** POST /v1/tunnels {port: 3000} with this bearer token. */
+function postCreate(broker: ServerProcess, token: string): Promise<Response> {
+  return fetch(`${broker.baseUrl}/v1/tunnels`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ port: 3000 }),
+    signal: AbortSignal.timeout(30_000),
+  });
+}
+
 async function createSection(ctx: Ctx, broker: ServerProcess, databaseUrl: string): Promise<CreateResult> {
   const { run, emulator } = ctx;
   const probes: HopProbe[] = [await probeHops(databaseUrl, emulator)];
   let n = 0;
   let failures = 0;
   const createOnce = async (): Promise<number> => {
-    const user = `bench-create-${n++}`;
-    const token = signAccessToken(run.secret, user, 3600);
+    // Signed before the clock starts: the latency is the broker's, not the client's.
+    const token = signAccessToken(run.secret, `bench-create-${n++}`, 3600);
     const started = performance.now();
-    const res = await fetch(`${broker.baseUrl}/v1/tunnels`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ port: 3000 }),
-      signal: AbortSignal.timeout(30_000),
-    });
+    const res = await postCreate(broker, token);
     await res.arrayBuffer();
     const ms = performance.now() - started;
     if (res.status !== 201) {
