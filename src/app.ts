@@ -117,7 +117,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(readinessPlugin);
   await app.register(
     fp(async (instance: FastifyInstance) => {
-      const heartbeats = new HeartbeatStore(instance.redis, { ttlSeconds: config.tunnels.ttlSeconds });
+      const heartbeats = new HeartbeatStore(instance.redis, { ttlSeconds: config.tunnels.ttlSeconds, maxPerMinute: config.tunnels.heartbeatMaxPerMinute });
       const service = new TunnelService({
         prisma: instance.prisma,
         heartbeats,
@@ -166,11 +166,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     await app.register(tunnelRoutes, {
       prefix: '/v1/tunnels',
       service: app.tunnels,
-      // A claim outlives the longest create, which is also when an abandoned create is rolled back.
+      // A claim is a lease like the create's own: short, and renewed while the create runs.
       idempotency: new IdempotencyStore(app.redis, {
         secret: config.jwt.secret,
         ttlSeconds: config.idempotency.ttlSeconds,
-        pendingTtlMs: app.tunnels.createLeaseMs,
+        pendingTtlMs: app.tunnels.leaseMs,
       }),
       heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
       createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,

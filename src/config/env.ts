@@ -63,6 +63,13 @@ export const EnvSchema = Type.Object({
   TUNNEL_NAME_PREFIX: Type.String({ default: 'tb-', pattern: '^[a-z0-9][a-z0-9-]{0,30}$' }),
   HEARTBEAT_INTERVAL_SECONDS: Int({ default: 20, maximum: 3600 }),
   TUNNEL_TTL_SECONDS: Int({ default: 60, maximum: 86_400 }),
+  /**
+   * Whoever creates or tears down a tunnel holds a lease on it this long, renewed every third
+   * of it while the work goes on; if the holder dies, another broker takes over once it lapses.
+   */
+  TUNNEL_LEASE_SECONDS: Int({ default: 5, maximum: 60 }),
+  /** Heartbeats one tunnel may send per minute; counted inside the heartbeat's one Redis call. */
+  HEARTBEAT_MAX_PER_MINUTE: Int({ default: 60, maximum: 1_000_000 }),
   REAPER_INTERVAL_SECONDS: Int({ default: 5, maximum: 3600 }),
   /** How often upstream is compared with the database to remove orphans, and how old an orphan must be. */
   RECONCILE_INTERVAL_SECONDS: Int({ default: 300, maximum: 86_400 }),
@@ -122,6 +129,8 @@ export interface Config {
     domain: string;
     heartbeatIntervalSeconds: number;
     ttlSeconds: number;
+    leaseSeconds: number;
+    heartbeatMaxPerMinute: number;
     maxPerUser: number;
     createRateLimitPerMinute: number;
     reservedSlugs: ReadonlySet<string>;
@@ -222,6 +231,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
       domain: env.TUNNEL_DOMAIN ?? EMULATOR_TUNNEL_DOMAIN,
       heartbeatIntervalSeconds: env.HEARTBEAT_INTERVAL_SECONDS,
       ttlSeconds: env.TUNNEL_TTL_SECONDS,
+      leaseSeconds: env.TUNNEL_LEASE_SECONDS,
+      heartbeatMaxPerMinute: env.HEARTBEAT_MAX_PER_MINUTE,
       maxPerUser: env.MAX_TUNNELS_PER_USER,
       createRateLimitPerMinute: env.CREATE_RATE_LIMIT_PER_MINUTE,
       reservedSlugs: new Set(reserved),

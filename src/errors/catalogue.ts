@@ -11,6 +11,7 @@ export const ERROR_CATALOGUE = {
   NOT_FOUND: { status: 404, message: 'Route not found.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed.' },
   TUNNEL_SLUG_CONFLICT: { status: 409, message: 'That slug is already in use.' },
+  TUNNEL_DELETED_DURING_CREATE: { status: 409, message: 'The tunnel was deleted while it was being created; nothing is left of it.' },
   IDEMPOTENCY_KEY_IN_USE: { status: 409, message: 'A request with this Idempotency-Key is still in progress; retry later.' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request body must be application/json.' },

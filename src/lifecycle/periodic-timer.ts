@@ -1,7 +1,8 @@
 /**
  * Calls `tick` every `intervalMs`, counting from when the previous call settled, so calls
  * never overlap however long one takes. `start()` and `stop()` are idempotent and say
- * whether they changed anything; waiting for a call in progress is the owner's business.
+ * whether they changed anything; `settled()` waits for a call in progress, for owners
+ * whose next step must not overlap the last tick (a lease holder's final write).
  */
 export class PeriodicTimer {
   readonly #intervalMs: number;
@@ -9,6 +10,7 @@ export class PeriodicTimer {
   readonly #onError: (error: unknown) => void;
   #timer: NodeJS.Timeout | undefined;
   #started = false;
+  #inFlight: Promise<unknown> | undefined;
 
   constructor(options: { intervalMs: number; tick: () => Promise<unknown>; onError: (error: unknown) => void }) {
     this.#intervalMs = options.intervalMs;
@@ -35,12 +37,20 @@ export class PeriodicTimer {
     return true;
   }
 
+  /** Resolves once no call is in progress. */
+  async settled(): Promise<void> {
+    await this.#inFlight;
+  }
+
   #schedule(): void {
     if (!this.#started) return;
     this.#timer = setTimeout(() => {
-      this.#tick()
+      this.#inFlight = this.#tick()
         .catch(this.#onError)
-        .finally(() => this.#schedule());
+        .finally(() => {
+          this.#inFlight = undefined;
+          this.#schedule();
+        });
     }, this.#intervalMs);
   }
 }

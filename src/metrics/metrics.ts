@@ -23,7 +23,7 @@ export type HeartbeatOutcome = (typeof HEARTBEAT_OUTCOMES)[number];
 /** `replayed`: an Idempotency-Key answered with a stored response; nothing was attempted. */
 export type CreateOutcome = 'created' | 'replayed' | ErrorCode;
 
-export const REAP_OUTCOMES = ['ended', 'retry_scheduled', 'not_found', 'failed'] as const;
+export const REAP_OUTCOMES = ['ended', 'retry_scheduled', 'not_found', 'busy', 'lease_lost', 'failed'] as const;
 export type ReapOutcome = (typeof REAP_OUTCOMES)[number];
 
 /** `create_rate`: CREATE_RATE_LIMIT_PER_MINUTE (RATE_LIMITED); `tunnels_per_user`: MAX_TUNNELS_PER_USER (TUNNEL_LIMIT_EXCEEDED). */
@@ -106,7 +106,7 @@ export class BrokerMetrics {
 
     this.#reaps = new Counter({
       name: `${METRIC_PREFIX}reaps_total`,
-      help: 'Due tunnels the reaper handled, by outcome: ended, retry_scheduled (upstream failed), not_found (already ended), failed (database or Redis).',
+      help: 'Due tunnels the reaper handled, by outcome: ended, retry_scheduled (upstream failed), not_found (already ended), busy (another process holds its lease), lease_lost (taken over mid-teardown), failed (database or Redis).',
       labelNames: ['outcome'],
       registers,
     });
@@ -203,10 +203,10 @@ export class BrokerMetrics {
     this.#rateLimited.inc({ limit });
   }
 
-  /** Reaper observer: one claimed due tunnel's outcome; `msPastDeadline` is null when the deadline is unknown. */
-  reaped(outcome: ReapOutcome, msPastDeadline: number | null): void {
+  /** Reaper observer: one claimed due tunnel's outcome. */
+  reaped(outcome: ReapOutcome, msPastDeadline: number): void {
     this.#reaps.inc({ outcome });
-    if (outcome === 'ended' && msPastDeadline !== null) this.#reapDelay.observe(Math.max(0, msPastDeadline) / 1000);
+    if (outcome === 'ended') this.#reapDelay.observe(Math.max(0, msPastDeadline) / 1000);
   }
 
   /** TunnelProvider observer: one upstream call. */

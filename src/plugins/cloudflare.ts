@@ -3,7 +3,8 @@ import fp from 'fastify-plugin';
 import type { CloudflareConfig } from '../config/env.js';
 import { BudgetGate } from '../cloudflare/budget-gate.js';
 import { RequestBudget } from '../cloudflare/request-budget.js';
-import { createCloudflareClient, TunnelProvider, type UpstreamCallObserver } from '../cloudflare/tunnel-provider.js';
+import { createCloudflareClient } from '../cloudflare/cloudflare-client.js';
+import { TunnelProvider, type UpstreamCallObserver } from '../cloudflare/tunnel-provider.js';
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -24,19 +24,23 @@ export interface ReaperOptions {
 }
 
 export interface ReaperObserver {
-  /** `msPastDeadline`: from the deadline it was due at to the end of its handling; null when it had none. */
-  reaped(outcome: EndOutcome | 'failed', msPastDeadline: number | null): void;
+  /** `msPastDeadline`: from the deadline it was due at to the end of its handling. */
+  reaped(outcome: EndOutcome | 'failed', msPastDeadline: number): void;
 }
 
 export interface SweepResult {
   /** Set when the sweep did not run: Redis's heartbeat state was missing and is being rebuilt. */
   skipped?: 'heartbeat_state_rebuilt' | 'heartbeat_state_rebuilding';
-  /** Rows a crash left creating/ending, made due again. */
+  /** Rows a crash left creating/ending with a lapsed lease and no check-back, made due again. */
   recovered: number;
   claimed: number;
   ended: number;
   retryScheduled: number;
   notFound: number;
+  /** Held by another process's lease: it comes due again when that lease would lapse. */
+  busy: number;
+  /** This reaper's lease was taken over mid-teardown; the new holder finishes. */
+  leaseLost: number;
   failed: number;
   durationMs: number;
 }
@@ -47,8 +51,10 @@ export interface SweepResult {
  *
  * Contracts:
  * - `start()` and `stop()` are idempotent; `stop()` waits for the running sweep.
- * - Sweeps never overlap within a process; across processes, Redis leases each due
- *   tunnel to exactly one reaper and the database's conditional UPDATE confirms it.
+ * - Sweeps never overlap within a process. Across processes, a claim in Redis leases a
+ *   batch of due tunnels to one reaper for a short lease that it renews while it works
+ *   through the batch; each tunnel is then taken over in PostgreSQL (its own lease, a new
+ *   generation), which decides: exactly one process tears a tunnel down.
  * - A sweep's cost is proportional to the number of due tunnels, never to the
  *   number of healthy ones: it only reads the due end of a sorted set.
  * - An upstream failure reschedules the tunnel; nothing due is forgotten.
@@ -109,7 +115,7 @@ export class Reaper {
 
   async #sweep(): Promise<SweepResult> {
     const started = performance.now();
-    const result: SweepResult = { recovered: 0, claimed: 0, ended: 0, retryScheduled: 0, notFound: 0, failed: 0, durationMs: 0 };
+    const result: SweepResult = { recovered: 0, claimed: 0, ended: 0, retryScheduled: 0, notFound: 0, busy: 0, leaseLost: 0, failed: 0, durationMs: 0 };
     // If Redis came back empty, rebuild its state first and reap nothing this time: every
     // live tunnel has just been given a full TTL, so nothing can be due.
     const state = await this.#service.restoreHeartbeatState();
@@ -117,11 +123,11 @@ export class Reaper {
       result.skipped = state === 'rebuilt' ? 'heartbeat_state_rebuilt' : 'heartbeat_state_rebuilding';
       return this.#finish(result, started);
     }
-    result.recovered = await this.#service.recoverStuck();
+    result.recovered = await this.#service.recoverAbandoned();
     for (let batch = 0; batch < this.#maxBatches; batch++) {
       let claims: DueClaim[];
       try {
-        claims = await this.#heartbeats.claimDue(this.#batchSize, this.#service.endLeaseMs);
+        claims = await this.#heartbeats.claimDue(this.#batchSize, this.#service.leaseMs);
       } catch (error) {
         // Lost between the check above and now: the next sweep rebuilds.
         if (error instanceof HeartbeatStateLostError) break;
@@ -131,7 +137,16 @@ export class Reaper {
       result.claimed += claims.length;
       // Lateness = how late it was when claimed (Redis's clock) + how long handling it took (ours).
       const claimedAt = performance.now();
+      // The claims not yet taken over are renewed until they are (a batch may outlive one lease).
+      const waiting = new Set(claims.map((c) => c.id));
+      const keepalive = new PeriodicTimer({
+        intervalMs: Math.max(1, Math.floor(this.#service.leaseMs / 3)),
+        tick: () => this.#heartbeats.extendClaims([...waiting], this.#service.leaseMs),
+        onError: (error) => this.#log.warn({ err: error }, 'renewing the reaper batch claims failed; retrying'),
+      });
+      keepalive.start();
       await mapWithConcurrency(claims, this.#concurrency, async ({ id, msPastDeadline }) => {
+        waiting.delete(id);
         let outcome: EndOutcome | 'failed';
         try {
           outcome = await this.#service.endDue(id, this.#log);
@@ -143,9 +158,13 @@ export class Reaper {
         if (outcome === 'ended') result.ended++;
         else if (outcome === 'retry_scheduled') result.retryScheduled++;
         else if (outcome === 'not_found') result.notFound++;
+        else if (outcome === 'busy') result.busy++;
+        else if (outcome === 'lease_lost') result.leaseLost++;
         else result.failed++;
-        this.#observer?.reaped(outcome, msPastDeadline === null ? null : msPastDeadline + (performance.now() - claimedAt));
+        this.#observer?.reaped(outcome, msPastDeadline + (performance.now() - claimedAt));
       });
+      keepalive.stop();
+      await keepalive.settled();
       if (claims.length < this.#batchSize || this.#stopping) break;
     }
     return this.#finish(result, started);

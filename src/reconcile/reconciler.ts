@@ -341,8 +341,8 @@ export class Reconciler {
   async #plan(report: ReconcileReport): Promise<Plan> {
     // Upstream first, the database second: see the class contract.
     const [tunnels, records] = await Promise.all([
-      this.#provider.listTunnelsUnderPrefix({ perPage: this.#perPage }),
-      this.#provider.listTunnelDnsRecords(this.#domain, { perPage: this.#perPage }),
+      this.#provider.listings.listTunnelsUnderPrefix({ perPage: this.#perPage }),
+      this.#provider.listings.listTunnelDnsRecords(this.#domain, { perPage: this.#perPage }),
     ]);
     report.listed = { tunnels: tunnels.length, dnsRecords: records.length };
 
@@ -403,7 +403,7 @@ export class Reconciler {
         entry,
         reason: referencing.length > 0 ? 'row_ended' : 'no_row',
         recheck: async () => refs(await this.#rowsForRecord(record.id, name, target, targetRowId)).some(isLive),
-        remove: () => this.#provider.deleteDnsRecordById(record.id),
+        remove: () => this.#provider.removal.deleteDnsRecord(record.id, this.#provider.housekeepingBudget()),
       });
     }
     for (const { tunnel, rowId } of ownedTunnels) {
@@ -420,7 +420,7 @@ export class Reconciler {
         entry,
         reason: referencing.length > 0 ? 'row_ended' : 'no_row',
         recheck: async () => refs(await this.#rowsForTunnel(rowId, cfId)).some(isLive),
-        remove: () => this.#provider.deleteTunnelById(tunnel.id),
+        remove: () => this.#provider.removal.removeTunnel(tunnel.id, this.#provider.housekeepingBudget()),
       });
     }
     return plan;

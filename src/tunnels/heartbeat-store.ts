@@ -28,14 +28,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
-// KEYS: hb key, deadlines, epoch. ARGV: tunnelId, ownerId, ttlMs.
-// Returns the new deadline; -1 unknown/lapsed/not the owner's; -2 the key space was lost.
+// KEYS: hb key, deadlines, epoch, rate key. ARGV: tunnelId, ownerId, ttlMs, max per window, windowMs.
+// Returns the new deadline; -1 unknown/lapsed/not the owner's; -2 the key space was lost;
+// {ms until the window ends} when the tunnel sent more than its share of heartbeats. The
+// bound lives here, in the heartbeat's one round trip, rather than in a second call.
 const TOUCH = `
 local owner = redis.call('GET', KEYS[1])
 if owner ~= ARGV[2] then
   if redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
   return -1
 end
+local sent = redis.call('INCR', KEYS[4])
+if sent == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
+if sent > tonumber(ARGV[4]) then return {redis.call('PTTL', KEYS[4])} end
 ${NOW_MS}
 local deadline = now + tonumber(ARGV[3])
 redis.call('SET', KEYS[1], owner, 'PX', ARGV[3])
@@ -60,9 +65,9 @@ return now + tonumber(ARGV[2])
 
 // KEYS: deadlines, epoch. ARGV: limit, leaseMs, hb key prefix (with the client's keyPrefix).
 // Returns {id, ms past its deadline, ...} for tunnels whose deadline passed; each is leased to
-// the caller and its heartbeat key removed, so a heartbeat arriving after the deadline is
-// refused rather than racing the reaper. The lateness comes from the same clock as the
-// deadline (Redis's); -1 for a deadline of 0 or less, which means "due now" (ensureScheduled).
+// the caller (its deadline pushed forward by leaseMs, which the caller renews while it works)
+// and its heartbeat key removed, so a heartbeat arriving after the deadline is refused rather
+// than racing the reaper. The lateness comes from the same clock as the deadline (Redis's).
 // Returns nil (claims nothing) while the key space is lost.
 const CLAIM_DUE = `
 if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
@@ -71,13 +76,24 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIM
 local lease = now + tonumber(ARGV[2])
 local out = {}
 for i = 1, #due, 2 do
-  local id, deadline = due[i], tonumber(due[i + 1])
+  local id = due[i]
   redis.call('ZADD', KEYS[1], lease, id)
   redis.call('DEL', ARGV[3] .. id)
   out[#out + 1] = id
-  out[#out + 1] = deadline > 0 and (now - deadline) or -1
+  out[#out + 1] = now - tonumber(due[i + 1])
 end
 return out
+`;
+
+// KEYS: deadlines. ARGV: leaseMs, then ids. A reaper still working through a batch keeps its
+// claims: each deadline that is still there is pushed to now + leaseMs (XX: an id already
+// handled and forgotten is not brought back).
+const EXTEND_CLAIMS = `${NOW_MS}
+local lease = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', lease, ARGV[i])
+end
+return #ARGV - 1
 `;
 
 // KEYS: hb key, deadlines. ARGV: tunnelId.
@@ -110,16 +126,20 @@ return 0
 `;
 
 interface HeartbeatCommands {
-  tbTouch(hbKey: string, deadlines: string, epoch: string, id: string, owner: string, ttlMs: number): Promise<number>;
+  tbTouch(hbKey: string, deadlines: string, epoch: string, rateKey: string, id: string, owner: string, ttlMs: number, maxPerWindow: number, windowMs: number): Promise<number | [number]>;
   tbStart(hbKey: string, deadlines: string, id: string, owner: string, ttlMs: number): Promise<number>;
   tbScheduleEnd(hbKey: string, deadlines: string, id: string, delayMs: number): Promise<number>;
   tbClaimDue(deadlines: string, epoch: string, limit: number, leaseMs: number, hbPrefix: string): Promise<Array<string | number> | null>;
+  tbExtendClaims(deadlines: string, leaseMs: number, ...ids: string[]): Promise<number>;
   tbForget(hbKey: string, deadlines: string, id: string): Promise<number>;
   tbRestore(deadlines: string, ttlMs: number, pendingDelayMs: number, hbPrefix: string, ...pairs: string[]): Promise<number>;
   tbReleaseLock(lock: string, token: string): Promise<number>;
 }
 
 const HB_PREFIX = 'hb:';
+const RATE_PREFIX = 'hbr:';
+/** The window of the per-tunnel heartbeat bound. */
+const RATE_WINDOW_MS = 60_000;
 const DEADLINES_KEY = 'deadlines';
 const EPOCH_KEY = 'epoch';
 const REBUILD_LOCK_KEY = 'epoch:rebuild-lock';
@@ -135,8 +155,16 @@ export class HeartbeatStateLostError extends Error {
 /** A due tunnel leased to the caller. */
 export interface DueClaim {
   id: string;
-  /** How long ago its deadline passed when it was claimed (Redis's clock); null when it had none ("due now"). */
-  msPastDeadline: number | null;
+  /** How long ago its deadline passed when it was claimed (Redis's clock). */
+  msPastDeadline: number;
+}
+
+/** The tunnel sent more heartbeats than its bound allows in the current window. */
+export class HeartbeatRateExceededError extends Error {
+  constructor(readonly retryAfterMs: number) {
+    super('Too many heartbeats for this tunnel.');
+    this.name = 'HeartbeatRateExceededError';
+  }
 }
 
 /** One live or pending tunnel, as PostgreSQL knows it, for a rebuild. */
@@ -149,20 +177,24 @@ export interface RestoreEntry {
 export class HeartbeatStore {
   readonly #redis: Redis & HeartbeatCommands;
   readonly #ttlMs: number;
+  readonly #maxPerWindow: number;
 
-  constructor(redis: Redis, options: { ttlSeconds: number }) {
+  /** `maxPerMinute`: heartbeats one tunnel may send per minute (default: unbounded in practice). */
+  constructor(redis: Redis, options: { ttlSeconds: number; maxPerMinute?: number }) {
     const commands = redis as Redis & Partial<HeartbeatCommands>;
     if (!commands.tbTouch) {
-      redis.defineCommand('tbTouch', { numberOfKeys: 3, lua: TOUCH });
+      redis.defineCommand('tbTouch', { numberOfKeys: 4, lua: TOUCH });
       redis.defineCommand('tbStart', { numberOfKeys: 2, lua: START });
       redis.defineCommand('tbScheduleEnd', { numberOfKeys: 2, lua: SCHEDULE_END });
       redis.defineCommand('tbClaimDue', { numberOfKeys: 2, lua: CLAIM_DUE });
+      redis.defineCommand('tbExtendClaims', { numberOfKeys: 1, lua: EXTEND_CLAIMS });
       redis.defineCommand('tbForget', { numberOfKeys: 2, lua: FORGET });
       redis.defineCommand('tbRestore', { numberOfKeys: 1, lua: RESTORE });
       redis.defineCommand('tbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK });
     }
     this.#redis = redis as Redis & HeartbeatCommands;
     this.#ttlMs = options.ttlSeconds * 1000;
+    this.#maxPerWindow = options.maxPerMinute ?? Number.MAX_SAFE_INTEGER;
   }
 
   get ttlMs(): number {
@@ -177,10 +209,12 @@ export class HeartbeatStore {
   /**
    * The hot path: one Redis round trip. Returns the new expiry (epoch ms), or null when the
    * tunnel is unknown, lapsed, ended or belongs to someone else (indistinguishable by design).
-   * Throws HeartbeatStateLostError while Redis's state awaits a rebuild.
+   * Throws HeartbeatStateLostError while Redis's state awaits a rebuild, and
+   * HeartbeatRateExceededError past the tunnel's bound.
    */
   async touch(tunnelId: string, ownerId: string): Promise<number | null> {
-    const deadline = await this.#redis.tbTouch(HB_PREFIX + tunnelId, DEADLINES_KEY, EPOCH_KEY, tunnelId, ownerId, this.#ttlMs);
+    const deadline = await this.#redis.tbTouch(HB_PREFIX + tunnelId, DEADLINES_KEY, EPOCH_KEY, RATE_PREFIX + tunnelId, tunnelId, ownerId, this.#ttlMs, this.#maxPerWindow, RATE_WINDOW_MS);
+    if (Array.isArray(deadline)) throw new HeartbeatRateExceededError(Math.max(0, Number(deadline[0])));
     if (deadline === -2) throw new HeartbeatStateLostError();
     return deadline < 0 ? null : deadline;
   }
@@ -195,11 +229,14 @@ export class HeartbeatStore {
     const due = await this.#redis.tbClaimDue(DEADLINES_KEY, EPOCH_KEY, limit, Math.round(leaseMs), this.#hbPrefix());
     if (due === null) throw new HeartbeatStateLostError();
     const claims: DueClaim[] = [];
-    for (let i = 0; i + 1 < due.length; i += 2) {
-      const late = Number(due[i + 1]);
-      claims.push({ id: String(due[i]), msPastDeadline: late >= 0 ? late : null });
-    }
+    for (let i = 0; i + 1 < due.length; i += 2) claims.push({ id: String(due[i]), msPastDeadline: Number(due[i + 1]) });
     return claims;
+  }
+
+  /** Renews the caller's claims on tunnels it has not handled yet (see claimDue). */
+  async extendClaims(tunnelIds: string[], leaseMs: number): Promise<void> {
+    if (tunnelIds.length === 0) return;
+    await this.#redis.tbExtendClaims(DEADLINES_KEY, Math.round(leaseMs), ...tunnelIds);
   }
 
   /** The tunnel is ended: nothing left to track. */
@@ -212,17 +249,6 @@ export class HeartbeatStore {
     if (tunnelIds.length === 0) return [];
     const scores = await this.#redis.zmscore(DEADLINES_KEY, ...tunnelIds);
     return scores.map((s) => (s === null ? null : Number(s)));
-  }
-
-  /** Makes tunnels due now unless they already have a deadline (rows a crash left without one). */
-  async ensureScheduled(tunnelIds: string[]): Promise<number> {
-    if (tunnelIds.length === 0) return 0;
-    return this.#redis.zadd(DEADLINES_KEY, 'NX', ...tunnelIds.flatMap((id) => [0, id]));
-  }
-
-  /** Number of tracked deadlines (live tunnels plus pending ends). */
-  size(): Promise<number> {
-    return this.#redis.zcard(DEADLINES_KEY);
   }
 
   async hasEpoch(): Promise<boolean> {

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, ran
 import type { Redis } from 'ioredis';
 import { AppError } from '../errors/catalogue.js';
 import { errorBody, toAppError } from '../errors/error-handler.js';
+import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import type { CreateTunnelInput } from './tunnel-service.js';
 
@@ -15,7 +16,8 @@ import type { CreateTunnelInput } from './tunnel-service.js';
  *
  * 1. Claim: one Lua call sets a pending marker unless the key exists. The marker holds an
  *    HMAC of the canonical request and a random claim id, and expires after `pendingTtlMs`
- *    (longer than any create may take), so a broker that dies mid-create frees the key.
+ *    (a short lease, renewed every third of it while the create runs), so a broker that
+ *    dies mid-create frees the key soon after.
  * 2. Outcome: a response that retrying would only repeat (201, and 4xx other than 401, 408,
  *    409 and 429, see `isReplayable`) replaces the marker for `ttlSeconds`; anything else
  *    (5xx, a rate limit, a slug held by another tunnel) deletes it, so the client's retry
@@ -58,6 +60,12 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 `;
 
+// KEYS: the key. ARGV: our pending marker, its TTL (ms). 1 if renewed.
+const RENEW = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`;
+
 // KEYS: the key. ARGV: our pending marker. 1 if released.
 const RELEASE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -68,6 +76,7 @@ interface IdempotencyCommands {
   tbIdemClaim(key: string, pending: string, ttlMs: number): Promise<string | null>;
   tbIdemComplete(key: string, pending: string, record: string, ttlSeconds: number): Promise<number>;
   tbIdemRelease(key: string, pending: string): Promise<number>;
+  tbIdemRenew(key: string, pending: string, ttlMs: number): Promise<number>;
 }
 
 /** What is replayed: the status and the JSON body (the route's serializer makes the bytes identical). */
@@ -110,7 +119,7 @@ export interface IdempotencyStoreOptions {
   secret: string;
   /** How long a stored response replays. */
   ttlSeconds: number;
-  /** How long a claim lasts without an outcome (the owner died): longer than a create can take. */
+  /** How long a claim lasts without renewal (its owner died); renewed every third of it while the request runs. */
   pendingTtlMs: number;
 }
 
@@ -156,6 +165,7 @@ export class IdempotencyStore {
       redis.defineCommand('tbIdemClaim', { numberOfKeys: 1, lua: CLAIM });
       redis.defineCommand('tbIdemComplete', { numberOfKeys: 1, lua: COMPLETE });
       redis.defineCommand('tbIdemRelease', { numberOfKeys: 1, lua: RELEASE });
+      redis.defineCommand('tbIdemRenew', { numberOfKeys: 1, lua: RENEW });
     }
     this.#redis = redis as Redis & IdempotencyCommands;
     this.#encryptionKey = Buffer.from(hkdfSync('sha256', options.secret, HKDF_SALT, ENCRYPTION_INFO, 32));
@@ -192,6 +202,11 @@ export class IdempotencyStore {
     const { fp } = JSON.parse(marker) as PendingRecord;
     const record = JSON.stringify(this.#encrypt(fp, response, redisKey));
     return (await this.#redis.tbIdemComplete(redisKey, marker, record, this.ttlSeconds)) === 1;
+  }
+
+  /** Keeps the claim alive while the request runs; false once it is no longer ours. */
+  async renew(scope: IdempotencyScope, marker: string): Promise<boolean> {
+    return (await this.#redis.tbIdemRenew(idempotencyRedisKey(scope), marker, this.pendingTtlMs)) === 1;
   }
 
   /** Forgets the claim (if still ours) so that a retry runs the request again. */
@@ -283,9 +298,17 @@ export async function runIdempotent(run: IdempotentRun, execute: () => Promise<S
   }
 
   let response: StoredResponse;
+  const keepalive = new PeriodicTimer({
+    intervalMs: Math.max(1, Math.floor(store.pendingTtlMs / 3)),
+    tick: () => store.renew(scope, claim.marker),
+    onError: (error) => log.warn({ err: error, event: LogEvent.idempotencyStoreFailed }, 'could not renew an Idempotency-Key claim; retrying'),
+  });
+  keepalive.start();
   try {
     response = await execute();
   } catch (error) {
+    keepalive.stop();
+    await keepalive.settled();
     const appError = toAppError(error);
     if (isReplayable(appError.statusCode)) {
       await settle(() => store.complete(scope, claim.marker, { statusCode: appError.statusCode, body: errorBody(appError) }), log);
@@ -294,6 +317,8 @@ export async function runIdempotent(run: IdempotentRun, execute: () => Promise<S
     }
     throw error;
   }
+  keepalive.stop();
+  await keepalive.settled();
   if (isReplayable(response.statusCode)) {
     await settle(() => store.complete(scope, claim.marker, response), log);
   } else {

@@ -7,12 +7,16 @@ import type { TunnelEventInput } from './tunnel-events.js';
  * insert, COMMIT). They are the broker's most frequent writes, and most of a create's
  * database time and CPU was spent on those round trips (bench/results.md, section 2).
  * Everything else about tunnels goes through the Prisma query API.
+ *
+ * Leases (see the tunnel_leases migration): lease expiry is computed with the database's
+ * clock, so brokers with skewed clocks agree on when a lease has lapsed.
  */
 
 /** Every column of `tunnels`, named and typed as Prisma's Tunnel (test/tunnels/tunnel-rows.test.ts holds the two together). */
 const TUNNEL_COLUMNS = Prisma.raw(
   'id, owner_id AS "ownerId", slug, hostname, port, status::text AS status, cf_tunnel_id AS "cfTunnelId", ' +
-    'dns_record_id AS "dnsRecordId", end_reason::text AS "endReason", created_at AS "createdAt", updated_at AS "updatedAt", ended_at AS "endedAt"',
+    'dns_record_id AS "dnsRecordId", end_reason::text AS "endReason", created_at AS "createdAt", updated_at AS "updatedAt", ended_at AS "endedAt", ' +
+    'lease_generation AS "leaseGeneration", lease_expires_at AS "leaseExpiresAt", delete_requested_at AS "deleteRequestedAt"',
 );
 
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
@@ -31,6 +35,12 @@ export interface TransitionWhere {
   id: string;
   from: readonly TunnelStatus[];
   ownerId?: string;
+  /** Fencing: only while the row's lease generation is still this one. */
+  generation?: number;
+  /** Only if no DELETE was recorded while the tunnel was being created. */
+  noDeleteRequested?: boolean;
+  /** Only while the lease has not lapsed (database clock). */
+  leaseHeld?: boolean;
 }
 
 /** The columns a transition sets; `updatedAt` is always set to now. */
@@ -40,6 +50,25 @@ export interface TransitionData {
   dnsRecordId?: string | null;
   endReason?: TunnelEndReason;
   endedAt?: Date;
+  /** Take the work over: a new lease generation (the previous holder is fenced off). */
+  newGeneration?: boolean;
+  /** The lease from now (database clock), or null to clear it (the row needs no holder). */
+  leaseMs?: number | null;
+}
+
+/** What a takeover by the reaper found. */
+export type TakeOverResult =
+  /** Taken: the caller holds the lease of `row` (a new generation). `previous` is the state it was taken from. */
+  | { taken: true; row: Tunnel; previous: 'active' | 'creating' | 'ending' }
+  /** Someone holds its lease until `leaseExpiresAt` (database clock, as ms from now). */
+  | { taken: false; status: 'creating' | 'ending'; retryInMs: number }
+  /** Ended, or no such row. */
+  | { taken: false; status: 'ended' | 'missing' };
+
+/** A lease renewal: whether the caller still holds it, and whether a DELETE was recorded meanwhile. */
+export interface RenewResult {
+  held: boolean;
+  deleteRequested: boolean;
 }
 
 export class TunnelRows {
@@ -52,13 +81,14 @@ export class TunnelRows {
   /**
    * Inserts a `creating` row unless the owner already has `maxLive` tunnels that are not
    * ended: the count and the insert run under a per-user advisory lock, in one statement
-   * (see the create_path migration). Returns undefined when the limit is reached; a slug
+   * (see the create_path and tunnel_leases migrations). The caller holds the row's first
+   * lease (generation 1) for `leaseMs`. Returns undefined when the limit is reached; a slug
    * taken by a live tunnel throws the unique violation on tunnels_live_slug_key.
    */
-  async insertLive(row: NewTunnelRow, maxLive: number): Promise<Tunnel | undefined> {
+  async insertLive(row: NewTunnelRow, maxLive: number, leaseMs: number): Promise<Tunnel | undefined> {
     const [inserted] = await this.#prisma.$queryRaw<Tunnel[]>`
       SELECT ${TUNNEL_COLUMNS}
-      FROM insert_live_tunnel(${QUOTA_LOCK_NAMESPACE}::int, ${maxLive}::int, ${row.id}::uuid, ${row.ownerId}, ${row.slug}, ${row.hostname}, ${row.port}::int)`;
+      FROM insert_live_tunnel(${QUOTA_LOCK_NAMESPACE}::int, ${maxLive}::int, ${row.id}::uuid, ${row.ownerId}, ${row.slug}, ${row.hostname}, ${row.port}::int, ${Math.round(leaseMs)}::int)`;
     return inserted;
   }
 
@@ -69,17 +99,28 @@ export class TunnelRows {
    * planner on the primary key: on the bare enum it prefers the (status, updated_at) index,
    * whose cost grows with every tunnel that is, or recently was, in that state.
    */
-  async transition(where: TransitionWhere, data: TransitionData, event: TunnelEventInput): Promise<Tunnel | undefined> {
+  async transition(where: TransitionWhere, data: TransitionData, event: TunnelEventInput | null): Promise<Tunnel | undefined> {
     const sets = [Prisma.sql`status = ${data.status}::tunnel_status`, Prisma.sql`updated_at = ${new Date()}`];
     if (data.cfTunnelId !== undefined) sets.push(Prisma.sql`cf_tunnel_id = ${data.cfTunnelId}::uuid`);
     if (data.dnsRecordId !== undefined) sets.push(Prisma.sql`dns_record_id = ${data.dnsRecordId}`);
     if (data.endReason !== undefined) sets.push(Prisma.sql`end_reason = ${data.endReason}::tunnel_end_reason`);
     if (data.endedAt !== undefined) sets.push(Prisma.sql`ended_at = ${data.endedAt}`);
-    const owner = where.ownerId === undefined ? Prisma.empty : Prisma.sql`AND owner_id = ${where.ownerId}`;
+    if (data.newGeneration) sets.push(Prisma.sql`lease_generation = lease_generation + 1`);
+    if (data.leaseMs !== undefined) sets.push(data.leaseMs === null ? Prisma.sql`lease_expires_at = NULL` : Prisma.sql`lease_expires_at = ${leaseFromNow(data.leaseMs)}`);
+    const conditions = [Prisma.sql`id = ${where.id}::uuid`, Prisma.sql`status::text = ANY(${[...where.from]}::text[])`];
+    if (where.ownerId !== undefined) conditions.push(Prisma.sql`owner_id = ${where.ownerId}`);
+    if (where.generation !== undefined) conditions.push(Prisma.sql`lease_generation = ${where.generation}::int`);
+    if (where.noDeleteRequested) conditions.push(Prisma.sql`delete_requested_at IS NULL`);
+    if (where.leaseHeld) conditions.push(Prisma.sql`lease_expires_at > clock_timestamp()`);
+    if (event === null) {
+      const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
+        UPDATE tunnels SET ${Prisma.join(sets)} WHERE ${Prisma.join(conditions, ' AND ')} RETURNING ${TUNNEL_COLUMNS}`;
+      return row;
+    }
     const [changed] = await this.#prisma.$queryRaw<Tunnel[]>`
       WITH changed AS (
         UPDATE tunnels SET ${Prisma.join(sets)}
-        WHERE id = ${where.id}::uuid AND status::text = ANY(${[...where.from]}::text[]) ${owner}
+        WHERE ${Prisma.join(conditions, ' AND ')}
         RETURNING *
       ), recorded AS (
         INSERT INTO tunnel_events (tunnel_id, type, actor, details)
@@ -89,11 +130,109 @@ export class TunnelRows {
     return changed;
   }
 
-  /** Marks an `ending` row as being worked on again (see TunnelService.recoverStuck); no event. */
-  async touchEnding(id: string): Promise<Tunnel | undefined> {
+  /**
+   * The reaper takes over a due tunnel in one statement: an `active` one whose heartbeat
+   * lapsed, or a `creating`/`ending` one whose lease has lapsed (its holder died, or a failed
+   * teardown's retry time has come). The taker gets a new lease generation; the event says why.
+   */
+  async takeOver(id: string, leaseMs: number, details: { heartbeatTtlSeconds: number }): Promise<TakeOverResult> {
+    const [row] = await this.#prisma.$queryRaw<Array<Tunnel & { previous: 'active' | 'creating' | 'ending' }>>`
+      WITH prev AS (
+        SELECT id, status AS prev_status FROM tunnels WHERE id = ${id}::uuid FOR UPDATE
+      ), changed AS (
+        UPDATE tunnels t SET
+          status = 'ending',
+          end_reason = CASE
+            WHEN prev.prev_status = 'active' THEN 'heartbeat_lapsed'::tunnel_end_reason
+            WHEN prev.prev_status = 'creating' AND t.delete_requested_at IS NOT NULL THEN 'deleted'::tunnel_end_reason
+            WHEN prev.prev_status = 'creating' THEN 'create_failed'::tunnel_end_reason
+            ELSE t.end_reason END,
+          lease_generation = t.lease_generation + 1,
+          lease_expires_at = ${leaseFromNow(leaseMs)},
+          updated_at = ${new Date()}
+        FROM prev
+        WHERE t.id = prev.id AND (
+          prev.prev_status = 'active'
+          OR (prev.prev_status IN ('creating', 'ending') AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= clock_timestamp()))
+        )
+        RETURNING t.*, prev.prev_status
+      ), recorded AS (
+        INSERT INTO tunnel_events (tunnel_id, type, actor, details)
+        SELECT id,
+          CASE WHEN prev_status = 'active' THEN 'heartbeat_lapsed'::tunnel_event_type ELSE 'create_failed'::tunnel_event_type END,
+          'reaper',
+          CASE WHEN prev_status = 'active' THEN jsonb_build_object('ttlSeconds', ${details.heartbeatTtlSeconds}::int)
+            ELSE jsonb_build_object('reason', 'create_abandoned') END
+        FROM changed WHERE prev_status <> 'ending'
+      )
+      SELECT ${TUNNEL_COLUMNS}, prev_status::text AS previous FROM changed`;
+    if (row) {
+      const { previous, ...tunnel } = row;
+      return { taken: true, row: tunnel, previous };
+    }
+    const [state] = await this.#prisma.$queryRaw<Array<{ status: TunnelStatus; retryInMs: number | null }>>`
+      SELECT status::text AS status,
+        GREATEST(0, EXTRACT(EPOCH FROM (lease_expires_at - clock_timestamp())) * 1000)::float8 AS "retryInMs"
+      FROM tunnels WHERE id = ${id}::uuid`;
+    if (!state || state.status === 'ended') return { taken: false, status: state ? 'ended' : 'missing' };
+    // Active cannot get here (it is always taken); creating/ending are held by someone.
+    return { taken: false, status: state.status as 'creating' | 'ending', retryInMs: state.retryInMs ?? 0 };
+  }
+
+  /** The holder pushes its lease forward. Also tells it whether a DELETE was recorded meanwhile. */
+  async renewLease(id: string, generation: number, leaseMs: number): Promise<RenewResult> {
+    const [row] = await this.#prisma.$queryRaw<Array<{ deleteRequested: boolean }>>`
+      UPDATE tunnels SET lease_expires_at = ${leaseFromNow(leaseMs)}
+      WHERE id = ${id}::uuid AND lease_generation = ${generation}::int AND status::text IN ('creating', 'ending')
+      RETURNING delete_requested_at IS NOT NULL AS "deleteRequested"`;
+    return row ? { held: true, deleteRequested: row.deleteRequested } : { held: false, deleteRequested: false };
+  }
+
+  /**
+   * Saves upstream ids the holder has learned (made, or found by a lookup) before it does
+   * anything else with them, so whoever takes over knows exactly what exists. Fenced.
+   */
+  async saveUpstreamIds(id: string, generation: number, ids: { cfTunnelId?: string; dnsRecordId?: string }): Promise<boolean> {
+    const sets = [Prisma.sql`updated_at = ${new Date()}`];
+    if (ids.cfTunnelId !== undefined) sets.push(Prisma.sql`cf_tunnel_id = ${ids.cfTunnelId}::uuid`);
+    if (ids.dnsRecordId !== undefined) sets.push(Prisma.sql`dns_record_id = ${ids.dnsRecordId}`);
+    const count = await this.#prisma.$executeRaw`
+      UPDATE tunnels SET ${Prisma.join(sets)}
+      WHERE id = ${id}::uuid AND lease_generation = ${generation}::int AND status::text IN ('creating', 'ending')`;
+    return count === 1;
+  }
+
+  /**
+   * Records a DELETE of a tunnel still being created (the first one is an event; repeats
+   * change nothing). Returns the row if it is `creating`, undefined otherwise.
+   */
+  async requestDelete(id: string, ownerId: string, event: TunnelEventInput): Promise<Tunnel | undefined> {
     const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
-      UPDATE tunnels SET updated_at = ${new Date()} WHERE id = ${id}::uuid AND status::text = 'ending'
-      RETURNING ${TUNNEL_COLUMNS}`;
+      WITH changed AS (
+        -- now() is the statement's transaction start, the same in SET and RETURNING.
+        UPDATE tunnels SET delete_requested_at = COALESCE(delete_requested_at, now()::timestamptz(3)), updated_at = ${new Date()}
+        WHERE id = ${id}::uuid AND owner_id = ${ownerId} AND status::text = 'creating'
+        RETURNING *, (delete_requested_at = now()::timestamptz(3)) AS first_request
+      ), recorded AS (
+        INSERT INTO tunnel_events (tunnel_id, type, actor, details)
+        SELECT id, ${event.type}::tunnel_event_type, ${event.actor}, ${JSON.stringify(event.details ?? {})}::jsonb FROM changed WHERE first_request
+      )
+      SELECT ${TUNNEL_COLUMNS} FROM changed`;
     return row;
   }
+
+  /** Rows left `creating`/`ending` whose lease lapsed more than `graceMs` ago: nobody is working on them. */
+  async abandoned(graceMs: number, limit: number): Promise<string[]> {
+    const rows = await this.#prisma.$queryRaw<Array<{ id: string }>>`
+      SELECT id FROM tunnels
+      WHERE status IN ('creating', 'ending')
+        AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp() - ${Math.round(graceMs)}::int * interval '1 millisecond')
+      LIMIT ${limit}::int`;
+    return rows.map((r) => r.id);
+  }
+}
+
+/** `clock_timestamp() + ms`, as SQL: lease times come from the database's clock. */
+function leaseFromNow(ms: number): Prisma.Sql {
+  return Prisma.sql`clock_timestamp() + ${Math.max(0, Math.round(ms))}::int * interval '1 millisecond'`;
 }

@@ -1,23 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/env.js';
-import { MAX_BUDGET_WAIT_MS } from '../cloudflare/budget-gate.js';
-import type { ProvisionedTunnel, TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
 import { isUniqueViolation } from '../db/database-error.js';
 import { AppError } from '../errors/catalogue.js';
 import type { Prisma, PrismaClient, Tunnel, TunnelEndReason, TunnelEvent } from '../generated/prisma/client.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import { HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
+import { HeartbeatRateExceededError, HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
 import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
 import { type Actor, MAX_EVENTS_PER_TUNNEL, userActor } from './tunnel-events.js';
+import { CHECK_BACK_SLACK_MS, LeaseLostError, TunnelLease, type TunnelLeaseDeps } from './tunnel-lease.js';
 import { TunnelRows } from './tunnel-rows.js';
+import { type MadeUpstream, TunnelTeardown } from './tunnel-teardown.js';
 
 const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
 /** After a failed upstream teardown, the reaper tries again this many sweeps later (or after Retry-After). */
 export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
-/** Slack on top of the computed worst case of a create or an end: at least this, or two timeouts. */
-const MIN_LEASE_MARGIN_MS = 1_000;
+/** Rows found abandoned (creating/ending with a lapsed lease and nobody due to look) per sweep. */
+const ABANDONED_PAGE_SIZE = 1000;
 
 export interface CreateTunnelInput {
   port: number;
@@ -35,7 +36,12 @@ export interface TunnelView {
   expiresAt: Date | null;
 }
 
-export type EndOutcome = 'ended' | 'retry_scheduled' | 'not_found';
+/**
+ * What became of a due tunnel the reaper looked at: `busy` when someone else holds its lease
+ * (it comes due again when that lease would lapse), `lease_lost` when this process's lease
+ * was taken over mid-teardown (the new holder finishes).
+ */
+export type EndOutcome = 'ended' | 'retry_scheduled' | 'not_found' | 'busy' | 'lease_lost';
 
 /** What `tunnels list` shows an operator: every user's tunnels, ended ones on request, with their history. */
 export interface OperatorListOptions {
@@ -56,10 +62,18 @@ export interface TunnelServiceDeps {
   prisma: PrismaClient;
   heartbeats: HeartbeatStore;
   provider: TunnelProvider;
-  config: Pick<Config, 'tunnels' | 'cloudflare' | 'reaper'>;
+  config: Pick<Config, 'tunnels' | 'reaper'>;
   logger: Logger;
   /** Injectable for tests that need to exhaust the slug space. */
   randomSlug?: () => string;
+}
+
+/** A DELETE was recorded while this create ran: the create undid itself. */
+class DeletedDuringCreateError extends Error {
+  constructor() {
+    super('The tunnel was deleted while it was being created.');
+    this.name = 'DeletedDuringCreateError';
+  }
 }
 
 /**
@@ -67,45 +81,41 @@ export interface TunnelServiceDeps {
  *
  * Invariants, and who enforces them:
  * - At most MAX_TUNNELS_PER_USER tunnels not ended per user: a per-user advisory
- *   lock held by the inserting transaction, so concurrent creates count in turn.
+ *   lock held by the inserting statement, so concurrent creates count in turn.
  * - One tunnel that is not ended per slug: the partial unique index tunnels_live_slug_key.
- * - A tunnel is ended by whoever moves its row to `ending` (a conditional UPDATE),
- *   and every `ending` row has a deadline in Redis, so if that process dies the
- *   reaper finishes the job. Upstream teardown is idempotent.
+ * - One owner per teardown: work on a `creating` or `ending` row is done by the holder of
+ *   its lease (TunnelLease), short and renewed while the work goes on; everyone else defers.
+ *   A DELETE takes the lease of an active tunnel; a DELETE of a tunnel being created is
+ *   recorded, and the create undoes itself; a DELETE of one already ending sends nothing
+ *   upstream. The reaper takes over a lapsed heartbeat, or a lease whose holder died.
+ * - Fencing: every write of a holder is conditional on its lease generation, which grows
+ *   with every takeover, so a holder that lost its lease cannot write afterwards.
  */
 export class TunnelService {
   readonly #prisma: PrismaClient;
   readonly #rows: TunnelRows;
   readonly #heartbeats: HeartbeatStore;
   readonly #provider: TunnelProvider;
+  readonly #teardown: TunnelTeardown;
   readonly #config: TunnelServiceDeps['config'];
   readonly #log: Logger;
   readonly #randomSlug: () => string;
+  readonly #leaseDeps: TunnelLeaseDeps;
   #restoring: Promise<'intact' | 'rebuilt' | 'busy'> | undefined;
-  /** How long a create may take before its row counts as abandoned. */
-  readonly createLeaseMs: number;
-  /** How long a claimed end may take before another process may retry it. */
-  readonly endLeaseMs: number;
+  /** How long a lease lasts without renewal (TUNNEL_LEASE_SECONDS); its holder renews it every third of that. */
+  readonly leaseMs: number;
 
   constructor(deps: TunnelServiceDeps) {
     this.#prisma = deps.prisma;
     this.#rows = new TunnelRows(deps.prisma);
     this.#heartbeats = deps.heartbeats;
     this.#provider = deps.provider;
+    this.#teardown = new TunnelTeardown(deps.provider, this.#rows);
     this.#config = deps.config;
     this.#log = deps.logger;
     this.#randomSlug = deps.randomSlug ?? defaultRandomSlug;
-    const { timeoutMs, maxRetries } = deps.config.cloudflare;
-    // Worst case of the upstream calls on each path, with the SDK's backoff between retries.
-    const perRetriedCall = timeoutMs * (maxRetries + 1) + 10_000 * maxRetries;
-    const margin = Math.max(MIN_LEASE_MARGIN_MS, 2 * timeoutMs);
-    // A create is at most: tunnel create, an adopting lookup and a token fetch, then the DNS
-    // create with its adopting lookup (two pages) in parallel with the ingress PUT.
-    this.createLeaseMs = 6 * perRetriedCall + margin;
-    // An end: DNS delete (or lookup + delete) with the connections cleanup, then the tunnel
-    // delete (maybe twice), each of which may first wait its turn in the request budget.
-    const budgetWaitMs = Math.min(deps.config.cloudflare.budget.windowSeconds * 1000 + 1_000, MAX_BUDGET_WAIT_MS);
-    this.endLeaseMs = 5 * perRetriedCall + budgetWaitMs + margin;
+    this.leaseMs = deps.config.tunnels.leaseSeconds * 1000;
+    this.#leaseDeps = { rows: this.#rows, heartbeats: deps.heartbeats, leaseMs: this.leaseMs, logger: deps.logger };
   }
 
   async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log): Promise<CreatedTunnel> {
@@ -127,53 +137,96 @@ export class TunnelService {
       requested = check.slug;
     }
 
+    const acquiredAt = performance.now();
     const row = requested !== undefined ? await this.#insertWithSlug(ownerId, requested, input.port) : await this.#insertWithRandomSlug(ownerId, input.port);
     const tunnelLog = log.child({ tunnelId: row.id });
-    // Until it is active, the row's deadline is a lease: if this process dies mid-create,
-    // the reaper rolls the create back once the lease runs out.
-    await this.#heartbeats.scheduleEnd(row.id, this.createLeaseMs);
-
-    let provisioned: ProvisionedTunnel | undefined;
-    let dnsRecordId: string | undefined;
+    // This create holds the row's first lease. If this process dies, the tunnel comes due
+    // shortly after the lease lapses, and a reaper rolls the create back.
+    const lease = new TunnelLease(this.#leaseDeps, row.id, row.leaseGeneration, acquiredAt);
+    const made: MadeUpstream = {};
+    let activated = false;
     try {
-      provisioned = await this.#provider.createTunnel(row.id);
-      const cfTunnelId = provisioned.cfTunnelId;
+      await lease.scheduleCheckBack();
+      lease.start();
+      const provisioned = await this.#provider.creation.createTunnel(row.id);
+      made.cfTunnelId = provisioned.cfTunnelId;
+      // Saved before the next step, so whoever might take over knows which tunnel exists.
+      if (!(await this.#rows.saveUpstreamIds(row.id, lease.generation, { cfTunnelId: provisioned.cfTunnelId }))) throw new LeaseLostError();
+      this.#assertCreateGoesOn(lease);
       // Independent steps run together: the critical path is two upstream round trips.
       const [dns, ingress] = await Promise.allSettled([
-        this.#provider.createDnsRecord(row.hostname, cfTunnelId, row.id),
-        this.#provider.configureIngress(cfTunnelId, row.hostname, row.port),
+        this.#provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
+        this.#provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
       ]);
-      if (dns.status === 'fulfilled') dnsRecordId = dns.value;
+      if (dns.status === 'fulfilled') made.dnsRecordId = dns.value;
       if (dns.status === 'rejected') throw dns.reason;
       if (ingress.status === 'rejected') throw ingress.reason;
+      // No renewal may land after this point: activation hands the row's Redis deadline to heartbeats.
+      await lease.stop();
+      const tunnel = await this.#rows.transition(
+        { id: row.id, from: ['creating'], generation: lease.generation, noDeleteRequested: true, leaseHeld: true },
+        { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null, leaseMs: null },
+        { type: 'created', actor: userActor(ownerId), details: { hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null } },
+      );
+      if (!tunnel) throw await this.#whyNotActivated(row.id, lease.generation);
+      activated = true;
+      const expiresAt = await this.#heartbeats.start(tunnel.id, ownerId);
+      tunnelLog.info({ event: LogEvent.tunnelCreated, hostname: tunnel.hostname, port: tunnel.port }, 'tunnel created');
+      return { tunnel, cloudflaredToken: provisioned.token, expiresAt: new Date(expiresAt) };
     } catch (error) {
-      // A tunnel create refused before it could make anything (the request budget was spent,
-      // or Cloudflare refused it outright) leaves nothing upstream to look for.
-      const nothingUpstream = !provisioned && isUpstreamError(error) && error.nothingCreated;
-      await this.#rollBackCreate(row, provisioned?.cfTunnelId ?? null, dnsRecordId ?? null, tunnelLog, {
-        actor: userActor(ownerId),
-        details: { error: failureDetails(error) },
-        nothingUpstream,
-      });
-      throw this.#upstreamToAppError(error);
+      await lease.stop();
+      // Active but not yet heartbeating (Redis failed): its check-back makes the reaper end it soon.
+      if (activated) throw error;
+      await this.#rollBackCreate(row, lease, made, error, tunnelLog, userActor(ownerId));
+      throw this.#createError(error);
     }
+  }
 
-    const tunnel = await this.#rows.transition(
-      { id: row.id, from: ['creating'] },
-      { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: dnsRecordId ?? null },
-      { type: 'created', actor: userActor(ownerId), details: { hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: dnsRecordId ?? null } },
-    );
-    if (!tunnel) {
-      // Ended while we were creating it (the lease ran out under a very slow upstream): undo.
-      await this.#rollBackCreate(row, provisioned.cfTunnelId, dnsRecordId ?? null, tunnelLog, {
-        actor: userActor(ownerId),
-        details: { reason: 'create_lease_expired' },
+  /** Between upstream steps: stop if the lease was lost or a DELETE was recorded. */
+  #assertCreateGoesOn(lease: TunnelLease): void {
+    lease.assertHeld();
+    if (lease.deleteRequested) throw new DeletedDuringCreateError();
+  }
+
+  async #whyNotActivated(id: string, generation: number): Promise<Error> {
+    const row = await this.#prisma.tunnel.findUnique({ where: { id }, select: { status: true, leaseGeneration: true, deleteRequestedAt: true } });
+    if (row?.status === 'creating' && row.leaseGeneration === generation && row.deleteRequestedAt) return new DeletedDuringCreateError();
+    return new LeaseLostError();
+  }
+
+  /**
+   * Undoes a create that failed, was deleted meanwhile, or lost its lease. Whatever state the
+   * row has moved to, what this create made upstream is removed: by the one teardown while
+   * this create still holds the lease, else by id (see TunnelTeardown.removeMade).
+   */
+  async #rollBackCreate(row: Tunnel, lease: TunnelLease, made: MadeUpstream, error: unknown, log: Logger, actor: Actor): Promise<void> {
+    const deleted = error instanceof DeletedDuringCreateError;
+    const acquiredAt = performance.now();
+    const ending = await this.#rows.transition(
+      { id: row.id, from: ['creating'], generation: lease.generation },
+      { status: 'ending', endReason: deleted ? 'deleted' : 'create_failed', cfTunnelId: made.cfTunnelId ?? null, dnsRecordId: made.dnsRecordId ?? null, leaseMs: this.leaseMs },
+      { type: 'create_failed', actor, details: deleted ? { reason: 'deleted_during_create' } : { error: failureDetails(error) } },
+    ).catch((dbError: unknown) => {
+      log.warn({ err: dbError }, 'could not record the failed create; its lease will lapse and the reaper rolls it back');
+      return undefined;
+    });
+    if (!ending) {
+      log.warn({ event: LogEvent.tunnelCreateFailed, err: error }, 'create lost its lease; removing what it made');
+      await this.#teardown.removeMade(made).catch((removeError: unknown) => {
+        log.warn({ err: removeError }, 'could not remove what the create made; the reaper or the reconciler will');
       });
-      throw new AppError('UPSTREAM_UNAVAILABLE', { message: 'The tunnel provider was too slow; nothing was created.' });
+      return;
     }
-    const expiresAt = await this.#heartbeats.start(tunnel.id, ownerId);
-    tunnelLog.info({ event: LogEvent.tunnelCreated, hostname: tunnel.hostname, port: tunnel.port }, 'tunnel created');
-    return { tunnel, cloudflaredToken: provisioned.token, expiresAt: new Date(expiresAt) };
+    log.warn({ event: LogEvent.tunnelCreateFailed, reason: deleted ? 'deleted_during_create' : 'upstream' }, 'create did not complete; rolling back');
+    // Refused before anything could be made (the request budget was spent, or Cloudflare said
+    // no outright): looking upstream by name would spend the budget to find nothing.
+    const nothingUpstream = !made.cfTunnelId && isUpstreamError(error) && error.nothingCreated;
+    const rollback = new TunnelLease(this.#leaseDeps, row.id, ending.leaseGeneration, acquiredAt);
+    if (nothingUpstream) {
+      await this.#markEnded(ending, rollback, actor, { reason: 'create_failed', nothingUpstream: true }, log);
+      return;
+    }
+    await this.#finishEnd(ending, rollback.start(), log, actor);
   }
 
   /** Redis only: the hot path. */
@@ -182,6 +235,9 @@ export class TunnelService {
     try {
       deadline = await this.#heartbeats.touch(tunnelId, ownerId);
     } catch (error) {
+      if (error instanceof HeartbeatRateExceededError) {
+        throw new AppError('RATE_LIMITED', { message: 'Too many heartbeats for this tunnel; retry later.', retryAfterSec: Math.max(1, Math.ceil(error.retryAfterMs / 1000)) });
+      }
       if (!(error instanceof HeartbeatStateLostError)) throw error;
       // Redis lost its state: rebuild it from PostgreSQL, and have the agent retry rather
       // than conclude its tunnel is gone.
@@ -227,24 +283,17 @@ export class TunnelService {
   }
 
   /**
-   * Rows that a crash left in `creating` or `ending` with nobody working on them (not touched
-   * for longer than any lease) are made due now, so the reaper completes or rolls them back.
-   * Cheap: an index range scan over the few rows in those states.
+   * Rows left `creating` or `ending` whose lease lapsed a while ago with nobody due to look
+   * at them (their Redis check-back was lost, e.g. a crash between the insert and scheduling
+   * it) are made due now, so the reaper takes them over. Cheap: an index range scan over the
+   * few rows in those states.
    */
-  async recoverStuck(): Promise<number> {
-    const cutoff = new Date(Date.now() - Math.max(this.createLeaseMs, this.endLeaseMs));
-    const stuck = await this.#prisma.tunnel.findMany({
-      where: { status: { in: ['creating', 'ending'] }, updatedAt: { lt: cutoff } },
-      select: { id: true },
-      take: RESTORE_PAGE_SIZE,
-    });
-    for (const { id } of stuck) {
-      // Touch the row so the next pass does not pick it again while the reaper handles it.
-      await this.#prisma.tunnel.updateMany({ where: { id, status: { in: ['creating', 'ending'] } }, data: { updatedAt: new Date() } });
-      await this.#heartbeats.scheduleEnd(id, 0);
-    }
-    if (stuck.length > 0) this.#log.warn({ event: LogEvent.tunnelRecovered, count: stuck.length }, 'rows left creating/ending by a crash were scheduled for completion');
-    return stuck.length;
+  async recoverAbandoned(): Promise<number> {
+    const graceMs = this.leaseMs + CHECK_BACK_SLACK_MS + 2 * this.#config.reaper.intervalSeconds * 1000;
+    const ids = await this.#rows.abandoned(graceMs, ABANDONED_PAGE_SIZE);
+    for (const id of ids) await this.#heartbeats.scheduleEnd(id, 0);
+    if (ids.length > 0) this.#log.warn({ event: LogEvent.tunnelRecovered, count: ids.length }, 'rows left creating/ending with a lapsed lease were made due');
+    return ids.length;
   }
 
   async list(ownerId: string): Promise<TunnelView[]> {
@@ -300,86 +349,98 @@ export class TunnelService {
   }
 
   /**
-   * Ends the caller's tunnel. Idempotent: deleting a tunnel that has already ended succeeds.
-   * If Cloudflare fails, the tunnel stays `ending`, the reaper retries, and the caller gets
-   * the upstream error. `actor` is who asked: the owner by default, or an operator.
+   * Ends the caller's tunnel; idempotent. An active tunnel is taken (its lease, a new
+   * generation) and torn down here; if Cloudflare fails, it stays `ending`, the reaper
+   * retries, and the caller gets the upstream error. A tunnel still being created gets the
+   * request recorded: its create undoes itself. A tunnel already ending or ended is left to
+   * whoever holds it: nothing is sent upstream. `actor` is who asked: the owner by default,
+   * or an operator.
    */
   async delete(ownerId: string, tunnelId: string, log: Logger = this.#log, actor: Actor = userActor(ownerId)): Promise<void> {
-    const claimed = await this.#rows.transition(
-      { id: tunnelId, ownerId, from: ['creating', 'active'] },
-      { status: 'ending', endReason: 'deleted' },
+    const acquiredAt = performance.now();
+    const taken = await this.#rows.transition(
+      { id: tunnelId, ownerId, from: ['active'] },
+      { status: 'ending', endReason: 'deleted', newGeneration: true, leaseMs: this.leaseMs },
       { type: 'delete_requested', actor },
     );
-    let row = claimed;
-    if (!row) {
-      const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId } });
+    if (!taken) {
+      if (await this.#rows.requestDelete(tunnelId, ownerId, { type: 'delete_requested', actor })) return;
+      const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId }, select: { id: true } });
       if (!existing) throw new AppError('TUNNEL_NOT_FOUND');
-      if (existing.status === 'ended') return;
-      // Already ending (an earlier DELETE or the reaper): help it finish.
-      row = existing;
-    } else {
-      await this.#heartbeats.scheduleEnd(row.id, this.endLeaseMs);
+      return;
     }
-    const outcome = await this.finishEnd(row, log.child({ tunnelId: row.id }), actor);
-    if (outcome.outcome === 'retry_scheduled') throw this.#upstreamToAppError(outcome.error);
+    const lease = new TunnelLease(this.#leaseDeps, taken.id, taken.leaseGeneration, acquiredAt);
+    // Refuses heartbeats from now on, and brings the reaper here if this process dies.
+    await lease.scheduleCheckBack();
+    const outcome = await this.#finishEnd(taken, lease.start(), log.child({ tunnelId: taken.id }), actor);
+    if (outcome.outcome === 'retry_scheduled') throw this.#endError(outcome.error);
   }
 
   /**
-   * The reaper's entry point for a due tunnel it has leased: a lapsed heartbeat, an
-   * abandoned create, or an end to retry. Returns what happened.
+   * The reaper's entry point for a due tunnel it claimed in Redis: a lapsed heartbeat, or a
+   * create or teardown whose lease lapsed (its holder died, or a failed teardown's retry
+   * time came). Taking it over is one conditional statement; one process wins it.
    */
   async endDue(tunnelId: string, log: Logger = this.#log): Promise<EndOutcome> {
-    // A lapsed heartbeat (the common case), else a create abandoned past its lease,
-    // else an end to retry. Each claim is a conditional UPDATE: one process wins it.
-    let row = await this.#claimForEnd(tunnelId, 'active', 'heartbeat_lapsed');
-    row ??= await this.#claimForEnd(tunnelId, 'creating', 'create_failed');
-    if (row) {
-      log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
-    } else {
-      // An end to retry: touching updated_at marks it as being worked on (see recoverStuck).
-      row = await this.#rows.touchEnding(tunnelId);
-      if (!row) {
-        await this.#heartbeats.forget(tunnelId);
-        return 'not_found';
+    const acquiredAt = performance.now();
+    const result = await this.#rows.takeOver(tunnelId, this.leaseMs, { heartbeatTtlSeconds: this.#config.tunnels.ttlSeconds });
+    if (!result.taken) {
+      if ('retryInMs' in result) {
+        // Someone is working on it: look again when their lease would lapse.
+        await this.#heartbeats.scheduleEnd(tunnelId, result.retryInMs + CHECK_BACK_SLACK_MS);
+        return 'busy';
       }
+      await this.#heartbeats.forget(tunnelId);
+      return 'not_found';
     }
-    const { outcome } = await this.finishEnd(row, log.child({ tunnelId, userId: row.ownerId }), 'reaper');
+    const { row } = result;
+    if (result.previous !== 'ending') {
+      log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
+    }
+    const lease = new TunnelLease(this.#leaseDeps, row.id, row.leaseGeneration, acquiredAt);
+    await lease.scheduleCheckBack();
+    const { outcome } = await this.#finishEnd(row, lease.start(), log.child({ tunnelId, userId: row.ownerId }), 'reaper');
     return outcome;
   }
 
-  #claimForEnd(tunnelId: string, from: 'active' | 'creating', reason: TunnelEndReason): Promise<Tunnel | undefined> {
-    return this.#rows.transition({ id: tunnelId, from: [from] }, { status: 'ending', endReason: reason },
-      from === 'active'
-        ? { type: 'heartbeat_lapsed', actor: 'reaper', details: { ttlSeconds: this.#config.tunnels.ttlSeconds } }
-        // Nobody activated it within the create lease: its broker died, or upstream was far too slow.
-        : { type: 'create_failed', actor: 'reaper', details: { reason: 'create_abandoned' } });
-  }
-
   /**
-   * Upstream teardown, then the row to `ended` and Redis forgotten; on failure, a retry is
-   * scheduled. `actor` is whoever is finishing the end, for the audit trail.
+   * The one teardown, by the holder of `lease`: upstream, then the row to `ended` and Redis
+   * forgotten. On an upstream failure the lease is kept until the retry time (nobody takes
+   * the work before then) and the reaper comes back then. `actor` is whoever is finishing
+   * the end, for the audit trail.
    */
-  async finishEnd(row: Tunnel, log: Logger, actor: Actor = 'system'): Promise<{ outcome: 'ended' } | { outcome: 'retry_scheduled'; error: UpstreamError | Error }> {
+  async #finishEnd(row: Tunnel, lease: TunnelLease, log: Logger, actor: Actor): Promise<{ outcome: 'ended' | 'lease_lost' } | { outcome: 'retry_scheduled'; error: UpstreamError | Error }> {
     try {
-      await this.#provider.teardown({ rowId: row.id, hostname: row.hostname, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId });
+      await this.#teardown.run(row, lease);
     } catch (error) {
+      await lease.stop();
+      if (error instanceof LeaseLostError) {
+        log.warn({ event: LogEvent.tunnelEndFailed, reason: row.endReason }, 'lost the lease mid-teardown; its new holder finishes');
+        return { outcome: 'lease_lost' };
+      }
       const retryAfterMs = isUpstreamError(error) && error.retryAfterSec !== undefined ? error.retryAfterSec * 1000 : 0;
       const retryInMs = Math.max(END_RETRY_SWEEPS * this.#config.reaper.intervalSeconds * 1000, retryAfterMs);
-      await this.#heartbeats.scheduleEnd(row.id, retryInMs);
+      const kept = await this.#rows.transition({ id: row.id, from: ['ending'], generation: lease.generation }, { status: 'ending', leaseMs: retryInMs }, null);
+      if (kept) await this.#heartbeats.scheduleEnd(row.id, retryInMs + CHECK_BACK_SLACK_MS);
       log.warn({ event: LogEvent.tunnelEndFailed, err: error, reason: row.endReason }, 'upstream teardown failed; will retry');
       await this.#recordEndFailure(row, actor, error, retryInMs, log);
       return { outcome: 'retry_scheduled', error: error as Error };
     }
+    return this.#markEnded(row, lease, actor, { reason: row.endReason }, log);
+  }
+
+  /** Ending -> ended by the lease holder, and Redis forgotten. */
+  async #markEnded(row: Tunnel, lease: TunnelLease, actor: Actor, details: Prisma.InputJsonObject, log: Logger): Promise<{ outcome: 'ended' | 'lease_lost' }> {
+    await lease.stop();
     const ended = await this.#rows.transition(
-      { id: row.id, from: ['ending'] },
-      { status: 'ended', endedAt: new Date() },
-      { type: 'ended', actor, details: { reason: row.endReason } },
+      { id: row.id, from: ['ending'], generation: lease.generation },
+      { status: 'ended', endedAt: new Date(), leaseMs: null },
+      { type: 'ended', actor, details },
     );
+    if (!ended) return { outcome: 'lease_lost' };
     await this.#heartbeats.forget(row.id);
-    if (ended) {
-      const event = row.endReason === 'deleted' ? LogEvent.tunnelDeleted : LogEvent.tunnelReaped;
-      log.info({ event, reason: row.endReason, hostname: row.hostname }, 'tunnel ended');
-    }
+    const event = row.endReason === 'deleted' ? LogEvent.tunnelDeleted : LogEvent.tunnelReaped;
+    log.info({ event, reason: row.endReason, hostname: row.hostname }, 'tunnel ended');
     return { outcome: 'ended' };
   }
 
@@ -408,36 +469,9 @@ export class TunnelService {
   /** Inserts a `creating` row, counting the user's live tunnels under a per-user lock. */
   async #insert(ownerId: string, slug: string, port: number): Promise<Tunnel> {
     const { maxPerUser, domain } = this.#config.tunnels;
-    const row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port }, maxPerUser);
+    const row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port }, maxPerUser, this.leaseMs);
     if (!row) throw new AppError('TUNNEL_LIMIT_EXCEEDED', { details: { limit: maxPerUser } });
     return row;
-  }
-
-  /** Removes whatever this create made upstream, and frees the slug and quota. */
-  async #rollBackCreate(
-    row: Tunnel,
-    cfTunnelId: string | null,
-    dnsRecordId: string | null,
-    log: Logger,
-    why: { actor: Actor; details: Prisma.InputJsonObject; nothingUpstream?: boolean },
-  ): Promise<void> {
-    const data = { status: 'ending', endReason: 'create_failed', cfTunnelId, dnsRecordId } as const;
-    // Only leaving `creating` is an event; a row already ending was claimed by someone who recorded why.
-    const ending = (await this.#rows.transition({ id: row.id, from: ['creating'] }, data, { type: 'create_failed', actor: why.actor, details: why.details }))
-      ?? (await this.#prisma.tunnel.updateManyAndReturn({ where: { id: row.id, status: 'ending' }, data }))[0];
-    log.warn({ event: LogEvent.tunnelCreateFailed }, 'create failed upstream; rolling back');
-    if (!ending) return;
-    if (why.nothingUpstream) {
-      // Looking upstream by name would spend the request budget (or wait for it) to find nothing.
-      await this.#rows.transition({ id: row.id, from: ['ending'] }, { status: 'ended', endedAt: new Date() }, {
-        type: 'ended',
-        actor: why.actor,
-        details: { reason: 'create_failed', nothingUpstream: true },
-      });
-      await this.#heartbeats.forget(row.id);
-      return;
-    }
-    await this.finishEnd(ending, log, why.actor);
   }
 
   /**
@@ -459,12 +493,27 @@ export class TunnelService {
     }
   }
 
-  #upstreamToAppError(error: unknown): unknown {
+  /** What the client of a failed create is told. */
+  #createError(error: unknown): unknown {
+    if (error instanceof DeletedDuringCreateError) return new AppError('TUNNEL_DELETED_DURING_CREATE');
+    if (error instanceof LeaseLostError) {
+      return new AppError('UPSTREAM_UNAVAILABLE', { message: 'The tunnel provider was too slow; the create was undone. Retry.', retryAfterSec: 5 });
+    }
     if (!isUpstreamError(error)) return error;
     if (error.transient) {
       return new AppError('UPSTREAM_UNAVAILABLE', { retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
     }
-    return new AppError('UPSTREAM_ERROR', { details: { operation: error.operation } });
+    return new AppError('UPSTREAM_ERROR', { message: 'The tunnel provider refused the create; nothing was left of it.', details: { operation: error.operation } });
+  }
+
+  /** What the client of a DELETE whose teardown failed is told: the tunnel is ending, and the reaper retries. */
+  #endError(error: unknown): unknown {
+    if (!isUpstreamError(error)) return error;
+    const message = 'The tunnel provider failed while removing the tunnel; it stays ending and removal is retried automatically.';
+    if (error.transient) {
+      return new AppError('UPSTREAM_UNAVAILABLE', { message, retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
+    }
+    return new AppError('UPSTREAM_ERROR', { message, details: { operation: error.operation } });
   }
 }
 

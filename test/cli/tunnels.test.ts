@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestBroker, TEST_DOMAIN, type TestBroker } from '../helpers/broker.js';
+import { makeDue, startTestBroker, TEST_DOMAIN, type TestBroker } from '../helpers/broker.js';
 import { CLI_TEST_TIMEOUT_MS, cliEnv, cliRunner } from '../helpers/cli.js';
 
 const runCli = cliRunner();
@@ -176,7 +176,7 @@ describe('tunnels end', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     expect(await events(t.id)).toEqual([['created', `user:${hank}`], ['delete_requested', 'operator:jane'], ['end_failed', 'operator:jane']]);
 
     // The reaper finishes it once Cloudflare answers again.
-    await broker.redis.zadd('deadlines', 0, t.id);
+    await makeDue(broker, t.id);
     expect((await broker.app.reaper!.sweep()).ended).toBe(1);
     expect((await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: t.id } })).status).toBe('ended');
     expect(upstreamGone(t)).toBe(true);

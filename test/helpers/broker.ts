@@ -158,3 +158,12 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
   }
   throw new Error(`Timed out waiting for ${options.what ?? 'condition'}${last ? `: ${String(last)}` : ''}`);
 }
+
+/**
+ * Makes a tunnel due now, as if its heartbeat deadline, and any lease on it, had passed (a
+ * failed teardown's retry time has come, or its holder died): what waiting would do, at once.
+ */
+export async function makeDue(broker: Pick<TestBroker, 'app' | 'redis'>, tunnelId: string): Promise<void> {
+  await broker.app.prisma.$executeRaw`UPDATE tunnels SET lease_expires_at = clock_timestamp() - interval '1 millisecond' WHERE id = ${tunnelId}::uuid AND lease_expires_at IS NOT NULL`;
+  await broker.redis.zadd('deadlines', 0, tunnelId);
+}

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCloudflareClient } from '../../src/cloudflare/tunnel-provider.js';
+import { createCloudflareClient } from '../../src/cloudflare/cloudflare-client.js';
 import { Reconciler, type ReconcileReport, type ReconcilerOptions } from '../../src/reconcile/reconciler.js';
 import { eventually, startTestBroker, TEST_DOMAIN, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 

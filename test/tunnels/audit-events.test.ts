@@ -3,7 +3,7 @@ import Value from 'typebox/value';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TunnelEventType as PrismaEventTypes } from '../../src/generated/prisma/enums.js';
 import { TunnelEventType } from '../../src/tunnels/schemas.js';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { makeDue, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 let broker: TestBroker;
 beforeAll(async () => {
@@ -100,7 +100,7 @@ describe('the audit trail', () => {
   it('records a reaped tunnel: heartbeat_lapsed, then ended, both by the reaper', async () => {
     const dave = user();
     const { tunnelId: id } = (await create(dave)).json() as { tunnelId: string };
-    await broker.redis.zadd('deadlines', 0, id);
+    await makeDue(broker, id);
 
     expect((await broker.app.reaper!.sweep()).ended).toBe(1);
 
@@ -114,7 +114,7 @@ describe('the audit trail', () => {
   it('records a create abandoned mid-way (its broker died) as create_failed by the reaper', async () => {
     const id = randomUUID();
     await broker.app.prisma.tunnel.create({ data: { id, ownerId: user(), slug: `a${id.slice(0, 8)}`, hostname: `a${id.slice(0, 8)}.tunnels.test`, port: 1, status: 'creating' } });
-    await broker.redis.zadd('deadlines', 0, id);
+    await makeDue(broker, id);
 
     expect((await broker.app.reaper!.sweep()).ended).toBe(1);
 
@@ -131,13 +131,13 @@ describe('the audit trail', () => {
     try {
       expect((await broker.app.inject({ method: 'DELETE', url: `/v1/tunnels/${id}`, headers: broker.auth(erin) })).statusCode).toBe(502);
       for (let retry = 0; retry < 2; retry++) {
-        await broker.redis.zadd('deadlines', 0, id);
+        await makeDue(broker, id);
         expect((await broker.app.reaper!.sweep()).retryScheduled).toBe(1);
       }
     } finally {
       remove();
     }
-    await broker.redis.zadd('deadlines', 0, id);
+    await makeDue(broker, id);
     expect((await broker.app.reaper!.sweep()).ended).toBe(1);
 
     const events = await trail(id);

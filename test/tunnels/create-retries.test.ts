@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { EndpointName, FaultRule } from '../../src/cloudflare/emulator/emulator.js';
-import { createCloudflareClient } from '../../src/cloudflare/tunnel-provider.js';
+import { createCloudflareClient } from '../../src/cloudflare/cloudflare-client.js';
 import { TEST_DOMAIN, useTestBroker } from '../helpers/broker.js';
 
 const MAX_RETRIES = 2;

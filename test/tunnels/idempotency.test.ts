@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalCreateRequest, idempotencyRedisKey, IdempotencyStore } from '../../src/tunnels/idempotency.js';
 import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker, useTestBroker } from '../helpers/broker.js';
 
-const broker = useTestBroker();
+// A 1 s lease: the claim must outlive it by being renewed while a slower create runs.
+const broker = useTestBroker({ env: { TUNNEL_LEASE_SECONDS: '1' } });
 
 const user = () => `user-${randomUUID()}`;
 const newKey = () => `key-${randomUUID()}`;
@@ -109,19 +110,22 @@ describe('Idempotency-Key on POST /v1/tunnels', () => {
     expect(retried.body).toBe(created[0]!.body);
   });
 
-  it('answers 409 IDEMPOTENCY_KEY_IN_USE with Retry-After while the first request runs, under a claim that expires', async () => {
+  it('answers 409 IDEMPOTENCY_KEY_IN_USE with Retry-After while the first request runs, under a short claim renewed while it runs', async () => {
     const userId = user();
     const key = newKey();
     const redisKey = idempotencyRedisKey({ userId, key });
-    const remove = broker.emulator.injectFault({ endpoint: 'tunnel.create', kind: 'latency', latencyMs: 1_500, times: 1 });
+    const remove = broker.emulator.injectFault({ endpoint: 'tunnel.create', kind: 'latency', latencyMs: 2_500, times: 1 });
     const first = create(broker, userId, { port: 3000 }, key);
     try {
       await eventually(async () => (await broker.redis.exists(redisKey)) === 1, { what: 'the claim' });
-      // A broker that dies now leaves this claim behind: it must expire, but not before a create could finish.
+      // A broker that dies now leaves this claim behind: it expires within one lease.
       const pttl = await broker.redis.pttl(redisKey);
       expect(pttl).toBeGreaterThan(0);
-      expect(pttl).toBeLessThanOrEqual(broker.app.tunnels.createLeaseMs);
-      expect(pttl).toBeGreaterThan(broker.app.tunnels.createLeaseMs - 5_000);
+      expect(pttl).toBeLessThanOrEqual(broker.app.tunnels.leaseMs);
+      // Its holder renews it: two leases later, with the create still running, it is still there.
+      const claimedAt = Date.now();
+      await eventually(() => Date.now() - claimedAt >= 2 * broker.app.tunnels.leaseMs, { timeoutMs: 5_000, what: 'two leases' });
+      expect(await broker.redis.pttl(redisKey)).toBeGreaterThan(0);
 
       const duplicate = await create(broker, userId, { port: 3000 }, key);
       expect(duplicate.statusCode).toBe(409);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { useTestBroker } from '../helpers/broker.js';
+import { makeDue, useTestBroker } from '../helpers/broker.js';
 
 const broker = useTestBroker();
 
@@ -142,7 +142,7 @@ describe('DELETE /v1/tunnels/:id', () => {
 
     remove();
     // Make the retry due now rather than END_RETRY_SWEEPS sweeps later.
-    await broker.redis.zadd('deadlines', 0, tunnel.tunnelId);
+    await makeDue(broker, tunnel.tunnelId);
     await broker.app.reaper!.sweep();
     expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnel.tunnelId } })).toMatchObject({ status: 'ended', endReason: 'deleted' });
     const row = await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnel.tunnelId } });

@@ -6,6 +6,9 @@ import { createPrismaClient } from '../../src/plugins/prisma.js';
 import { type NewTunnelRow, TunnelRows } from '../../src/tunnels/tunnel-rows.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
+/** Long enough not to lapse during a test unless a test makes it. */
+const LEASE_MS = 60_000;
+
 let db: TestDatabase;
 let prisma: PrismaClient;
 let rows: TunnelRows;
@@ -28,7 +31,7 @@ const eventsOf = async (tunnelId: string) =>
 
 describe('TunnelRows.insertLive', () => {
   it('returns the row exactly as the Prisma query API reads it: every field, named and typed alike', async () => {
-    const inserted = await rows.insertLive(newRow(), 5);
+    const inserted = await rows.insertLive(newRow(), 5, LEASE_MS);
     expect(inserted).toBeDefined();
     expect(inserted).toEqual(await prisma.tunnel.findUniqueOrThrow({ where: { id: inserted!.id } }));
     expect(inserted).toMatchObject({ status: 'creating', cfTunnelId: null, endReason: null, endedAt: null, createdAt: expect.any(Date) });
@@ -36,35 +39,35 @@ describe('TunnelRows.insertLive', () => {
 
   it('inserts nothing once the owner has maxLive tunnels not ended; ended ones do not count', async () => {
     const owner = `owner-${randomUUID()}`;
-    const first = await rows.insertLive(newRow(owner), 2);
-    expect(await rows.insertLive(newRow(owner), 2)).toBeDefined();
-    expect(await rows.insertLive(newRow(owner), 2)).toBeUndefined();
+    const first = await rows.insertLive(newRow(owner), 2, LEASE_MS);
+    expect(await rows.insertLive(newRow(owner), 2, LEASE_MS)).toBeDefined();
+    expect(await rows.insertLive(newRow(owner), 2, LEASE_MS)).toBeUndefined();
     await prisma.tunnel.update({ where: { id: first!.id }, data: { status: 'ended' } });
-    expect(await rows.insertLive(newRow(owner), 2)).toBeDefined();
+    expect(await rows.insertLive(newRow(owner), 2, LEASE_MS)).toBeDefined();
     expect(await prisma.tunnel.count({ where: { ownerId: owner, status: { not: 'ended' } } })).toBe(2);
   });
 
   it('counts the creates that committed while it waited for the lock: 20 at once, limit 5, exactly 5 rows', async () => {
     const owner = `owner-${randomUUID()}`;
-    const results = await Promise.all(Array.from({ length: 20 }, () => rows.insertLive(newRow(owner), 5)));
+    const results = await Promise.all(Array.from({ length: 20 }, () => rows.insertLive(newRow(owner), 5, LEASE_MS)));
     expect(results.filter(Boolean)).toHaveLength(5);
     expect(await prisma.tunnel.count({ where: { ownerId: owner } })).toBe(5);
   });
 
   it('raises the unique violation on tunnels_live_slug_key for a slug a live tunnel holds, and not for an ended one', async () => {
     const held = newRow();
-    await rows.insertLive(held, 5);
-    const error = await rows.insertLive(newRow(undefined, held.slug), 5).then(() => undefined, (e: unknown) => e);
+    await rows.insertLive(held, 5, LEASE_MS);
+    const error = await rows.insertLive(newRow(undefined, held.slug), 5, LEASE_MS).then(() => undefined, (e: unknown) => e);
     expect(isUniqueViolation(error, 'tunnels_live_slug_key')).toBe(true);
 
     await prisma.tunnel.update({ where: { id: held.id }, data: { status: 'ended' } });
-    expect(await rows.insertLive(newRow(undefined, held.slug), 5)).toBeDefined();
+    expect(await rows.insertLive(newRow(undefined, held.slug), 5, LEASE_MS)).toBeDefined();
   });
 });
 
 describe('TunnelRows.transition', () => {
   it('changes a row in one of the given states and records its event; the row reads as Prisma reads it', async () => {
-    const row = (await rows.insertLive(newRow(), 5))!;
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
     const cfTunnelId = randomUUID();
     const active = await rows.transition(
       { id: row.id, from: ['creating'] },
@@ -82,7 +85,7 @@ describe('TunnelRows.transition', () => {
   });
 
   it('changes nothing and records nothing when the state, the id or the owner does not match', async () => {
-    const row = (await rows.insertLive(newRow(), 5))!;
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
     const event = { type: 'delete_requested', actor: 'system' } as const;
     expect(await rows.transition({ id: row.id, from: ['active', 'ending'] }, { status: 'ending', endReason: 'deleted' }, event)).toBeUndefined();
     expect(await rows.transition({ id: row.id, from: ['creating'], ownerId: 'someone-else' }, { status: 'ending', endReason: 'deleted' }, event)).toBeUndefined();
@@ -95,7 +98,7 @@ describe('TunnelRows.transition', () => {
   });
 
   it('lets exactly one of many concurrent identical transitions win, with one event', async () => {
-    const row = (await rows.insertLive(newRow(), 5))!;
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
     const results = await Promise.all(Array.from({ length: 10 }, () =>
       rows.transition({ id: row.id, from: ['creating'] }, { status: 'ending', endReason: 'create_failed' }, { type: 'create_failed', actor: 'reaper' })));
     expect(results.filter(Boolean)).toHaveLength(1);
@@ -103,13 +106,90 @@ describe('TunnelRows.transition', () => {
   });
 });
 
-describe('TunnelRows.touchEnding', () => {
-  it('moves updated_at of an ending row only', async () => {
-    const row = (await rows.insertLive(newRow(), 5))!;
-    expect(await rows.touchEnding(row.id)).toBeUndefined();
-    await prisma.tunnel.update({ where: { id: row.id }, data: { status: 'ending', updatedAt: new Date(0) } });
-    const touched = await rows.touchEnding(row.id);
-    expect(touched!.updatedAt.getTime()).toBeGreaterThan(0);
-    expect(touched).toEqual(await prisma.tunnel.findUniqueOrThrow({ where: { id: row.id } }));
+/** Makes the row's lease lapse, as if its holder had died a while ago. */
+const lapse = (id: string) => prisma.$executeRaw`UPDATE tunnels SET lease_expires_at = clock_timestamp() - interval '1 second' WHERE id = ${id}::uuid`;
+
+describe('TunnelRows leases', () => {
+  it('gives the inserting create the first lease (generation 1), expiring one lease from now', async () => {
+    const before = Date.now();
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    expect(row.leaseGeneration).toBe(1);
+    expect(row.leaseExpiresAt!.getTime()).toBeGreaterThanOrEqual(before + LEASE_MS - 1_000);
+    expect(row.leaseExpiresAt!.getTime()).toBeLessThanOrEqual(Date.now() + LEASE_MS + 1_000);
+  });
+
+  it('fences the holder: after a takeover its renewals, id saves and transitions change nothing', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    expect(await rows.renewLease(row.id, 1, LEASE_MS)).toEqual({ held: true, deleteRequested: false });
+    expect(await rows.saveUpstreamIds(row.id, 1, { cfTunnelId: randomUUID() })).toBe(true);
+
+    await lapse(row.id);
+    const taken = await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 });
+    expect(taken).toMatchObject({ taken: true, previous: 'creating', row: { status: 'ending', endReason: 'create_failed', leaseGeneration: 2 } });
+
+    expect(await rows.renewLease(row.id, 1, LEASE_MS)).toEqual({ held: false, deleteRequested: false });
+    expect(await rows.saveUpstreamIds(row.id, 1, { dnsRecordId: 'late' })).toBe(false);
+    expect(await rows.transition({ id: row.id, from: ['ending'], generation: 1 }, { status: 'ended', endedAt: new Date() }, { type: 'ended', actor: 'system' })).toBeUndefined();
+    expect(await prisma.tunnel.findUniqueOrThrow({ where: { id: row.id } })).toMatchObject({ status: 'ending', dnsRecordId: null, leaseGeneration: 2 });
+    // The new holder's writes go through.
+    expect(await rows.transition({ id: row.id, from: ['ending'], generation: 2 }, { status: 'ended', endedAt: new Date(), leaseMs: null }, { type: 'ended', actor: 'reaper' })).toMatchObject({ status: 'ended', leaseExpiresAt: null });
+    expect((await eventsOf(row.id)).map(([type]) => type)).toEqual(['create_failed', 'ended']);
+  });
+
+  it('takes over an active tunnel at once, but a creating or ending one only after its lease lapsed', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    const held = await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 });
+    expect(held).toMatchObject({ taken: false, status: 'creating' });
+    expect((held as { retryInMs: number }).retryInMs).toBeGreaterThan(LEASE_MS - 5_000);
+
+    const active = (await rows.transition({ id: row.id, from: ['creating'], generation: 1, leaseHeld: true }, { status: 'active', leaseMs: null }, { type: 'created', actor: 'system' }))!;
+    expect(active.leaseExpiresAt).toBeNull();
+    const lapsed = await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 });
+    expect(lapsed).toMatchObject({ taken: true, previous: 'active', row: { status: 'ending', endReason: 'heartbeat_lapsed', leaseGeneration: 2 } });
+    // Ending, held by the taker: nobody else gets it until that lease lapses; then without a new event.
+    expect(await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toMatchObject({ taken: false, status: 'ending' });
+    await lapse(row.id);
+    expect(await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toMatchObject({ taken: true, previous: 'ending', row: { leaseGeneration: 3, endReason: 'heartbeat_lapsed' } });
+    expect((await eventsOf(row.id)).map(([type]) => type)).toEqual(['created', 'heartbeat_lapsed']);
+    await prisma.tunnel.update({ where: { id: row.id }, data: { status: 'ended' } });
+    expect(await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toEqual({ taken: false, status: 'ended' });
+    expect(await rows.takeOver(randomUUID(), LEASE_MS, { heartbeatTtlSeconds: 60 })).toEqual({ taken: false, status: 'missing' });
+  });
+
+  it('lets exactly one of many concurrent takeovers win', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    await lapse(row.id);
+    const results = await Promise.all(Array.from({ length: 10 }, () => rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })));
+    expect(results.filter((r) => r.taken)).toHaveLength(1);
+    expect(await eventsOf(row.id)).toHaveLength(1);
+  });
+
+  it('refuses to activate a create whose lease lapsed, even with its own generation', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    await lapse(row.id);
+    expect(await rows.transition({ id: row.id, from: ['creating'], generation: 1, leaseHeld: true }, { status: 'active' }, { type: 'created', actor: 'system' })).toBeUndefined();
+  });
+
+  it('records a DELETE of a creating tunnel once, tells the holder at its next renewal, and blocks activation', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    const event = { type: 'delete_requested', actor: `user:${row.ownerId}` } as const;
+    expect(await rows.requestDelete(row.id, 'someone-else', event)).toBeUndefined();
+    expect(await rows.requestDelete(row.id, row.ownerId, event)).toMatchObject({ status: 'creating', deleteRequestedAt: expect.any(Date) });
+    expect(await rows.requestDelete(row.id, row.ownerId, event)).toMatchObject({ status: 'creating' });
+    expect(await eventsOf(row.id)).toHaveLength(1);
+    expect(await rows.renewLease(row.id, 1, LEASE_MS)).toEqual({ held: true, deleteRequested: true });
+    expect(await rows.transition({ id: row.id, from: ['creating'], generation: 1, noDeleteRequested: true }, { status: 'active' }, { type: 'created', actor: 'system' })).toBeUndefined();
+    // A lapsed one is taken over as deleted, not as a failed create.
+    await lapse(row.id);
+    expect(await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toMatchObject({ taken: true, row: { endReason: 'deleted' } });
+  });
+
+  it('lists creating and ending rows whose lease lapsed longer ago than the grace, and nothing else', async () => {
+    const fresh = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    const old = (await rows.insertLive(newRow(), 5, LEASE_MS))!;
+    await prisma.$executeRaw`UPDATE tunnels SET lease_expires_at = clock_timestamp() - interval '1 hour' WHERE id = ${old.id}::uuid`;
+    const abandoned = await rows.abandoned(60_000, 1000);
+    expect(abandoned).toContain(old.id);
+    expect(abandoned).not.toContain(fresh.id);
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { EndpointName, FaultRule } from '../../src/cloudflare/emulator/emulator.js';
-import { useTestBroker } from '../helpers/broker.js';
+import { makeDue, useTestBroker } from '../helpers/broker.js';
 
 const broker = useTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: '1', MAX_TUNNELS_PER_USER: '1' } });
 
@@ -60,7 +60,7 @@ describe('rollback that fails itself', () => {
     expect(await broker.redis.zscore('deadlines', row!.id)).not.toBeNull();
 
     removeDelete();
-    await broker.redis.zadd('deadlines', 0, row!.id);
+    await makeDue(broker, row!.id);
     const sweep = await broker.app.reaper!.sweep();
     expect(sweep.ended).toBeGreaterThanOrEqual(1);
     expect(upstreamSnapshot()).toEqual(before);

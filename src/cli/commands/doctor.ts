@@ -156,7 +156,7 @@ async function checkCloudflare(config: Config): Promise<CheckResult[]> {
   // Loaded only when there is a Cloudflare to check: the SDK is most of the CLI's start-up time.
   const [{ checkCloudflareAccess }, { createCloudflareClient }] = await Promise.all([
     import('../../cloudflare/access-check.js'),
-    import('../../cloudflare/tunnel-provider.js'),
+    import('../../cloudflare/cloudflare-client.js'),
   ]);
   // Unmetered and without retries: four reads, each answered or failed at once.
   const client = createCloudflareClient({ ...config.cloudflare, maxRetries: 0, timeoutMs: Math.min(config.cloudflare.timeoutMs, PROBE_TIMEOUT_MS * 2) });

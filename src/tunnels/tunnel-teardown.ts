@@ -1,0 +1,70 @@
+import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import type { Tunnel } from '../generated/prisma/client.js';
+import { LeaseLostError, type TunnelLease } from './tunnel-lease.js';
+import type { TunnelRows } from './tunnel-rows.js';
+
+/** The ids of what a create made upstream, as far as it got. */
+export interface MadeUpstream {
+  cfTunnelId?: string | undefined;
+  dnsRecordId?: string | undefined;
+}
+
+/**
+ * Removing a tunnel's upstream objects. There are two ways in, and only two:
+ *
+ * - `run`: the one teardown, by the holder of the row's lease (a DELETE, a create rolling
+ *   itself back, or the reaper that took an abandoned or lapsed tunnel over). Ids the row
+ *   lacks are found by their deterministic names, and each id found is saved (fenced by the
+ *   lease generation) before anything is deleted, so whoever takes over knows exactly what
+ *   exists. The DNS record goes first (with the connectors), the tunnel after it.
+ * - `removeMade`: a create whose lease was taken over still removes, by id, exactly what it
+ *   made itself. Deletes are idempotent (404 counts as done), so this cannot undo anybody
+ *   else's work, and it closes the window in which the new holder's lookups ran before the
+ *   create's last call landed.
+ */
+export class TunnelTeardown {
+  readonly #provider: TunnelProvider;
+  readonly #rows: TunnelRows;
+
+  constructor(provider: TunnelProvider, rows: TunnelRows) {
+    this.#provider = provider;
+    this.#rows = rows;
+  }
+
+  async run(row: Tunnel, lease: TunnelLease): Promise<void> {
+    const { lookups, removal } = this.#provider;
+    // One deadline for every request of the teardown, however many it takes.
+    const budget = this.#provider.teardownBudget();
+    lease.assertHeld();
+    let cfTunnelId = row.cfTunnelId;
+    if (!cfTunnelId) {
+      cfTunnelId = await lookups.findTunnelId(row.id, budget);
+      if (cfTunnelId) await this.#save(row.id, lease, { cfTunnelId });
+    }
+    let dnsRecordIds = row.dnsRecordId ? [row.dnsRecordId] : [];
+    if (!row.dnsRecordId && cfTunnelId) {
+      // A CNAME to a tunnel only this row has ever had is this row's.
+      dnsRecordIds = await lookups.findOurDnsRecordIds(row.hostname, cfTunnelId, budget);
+      if (dnsRecordIds[0]) await this.#save(row.id, lease, { dnsRecordId: dnsRecordIds[0] });
+    }
+    lease.assertHeld();
+    await Promise.all([
+      ...dnsRecordIds.map((id) => removal.deleteDnsRecord(id, budget)),
+      cfTunnelId ? removal.cleanupConnections(cfTunnelId, budget) : undefined,
+    ]);
+    if (!cfTunnelId) return;
+    lease.assertHeld();
+    await removal.deleteTunnel(cfTunnelId, budget);
+  }
+
+  async removeMade(made: MadeUpstream): Promise<void> {
+    const { removal } = this.#provider;
+    const budget = this.#provider.teardownBudget();
+    if (made.dnsRecordId) await removal.deleteDnsRecord(made.dnsRecordId, budget);
+    if (made.cfTunnelId) await removal.removeTunnel(made.cfTunnelId, budget);
+  }
+
+  async #save(id: string, lease: TunnelLease, ids: { cfTunnelId?: string; dnsRecordId?: string }): Promise<void> {
+    if (!(await this.#rows.saveUpstreamIds(id, lease.generation, ids))) throw new LeaseLostError();
+  }
+}
