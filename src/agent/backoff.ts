@@ -12,6 +12,17 @@ export function jittered(periodMs: number, random: () => number = Math.random): 
   return Math.round(periodMs * (0.9 + random() * 0.2));
 }
 
+/** At most this much is added to a server's Retry-After, so agents told the same second do not all return in it. */
+const RETRY_AFTER_JITTER_MS = 250;
+
+/**
+ * A wait that honours a server's Retry-After: never shorter than it, nor than `floorMs` (a
+ * growing backoff of the caller's), plus up to 250 ms of jitter.
+ */
+export function retryAfterDelay(retryAfterSec: number | undefined, floorMs = 0, random: () => number = Math.random): number {
+  return Math.ceil(Math.max((retryAfterSec ?? 0) * 1000, floorMs) + random() * RETRY_AFTER_JITTER_MS);
+}
+
 /** Resolves after `ms`, or as soon as the signal aborts (never rejects: callers check the signal). */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -33,19 +33,30 @@ export class BrokerError extends Error {
   readonly code: ErrorCode | string | undefined;
   readonly retryAfterSec: number | undefined;
   readonly details: Record<string, unknown> | undefined;
+  /** No answer, and the connection was never made (refused, no such host): the broker cannot have seen the request. */
+  readonly neverSent: boolean;
 
-  constructor(message: string, init: { status?: number; code?: string; retryAfterSec?: number; details?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(
+    message: string,
+    init: { status?: number; code?: string; retryAfterSec?: number; details?: Record<string, unknown>; neverSent?: boolean; cause?: unknown } = {},
+  ) {
     super(message, { cause: init.cause });
     this.name = 'BrokerError';
     this.status = init.status;
     this.code = init.code;
     this.retryAfterSec = init.retryAfterSec;
     this.details = init.details;
+    this.neverSent = init.status === undefined && init.neverSent === true;
   }
 
   /** No answer at all: the broker may never have seen the request. */
   get unreachable(): boolean {
     return this.status === undefined;
+  }
+
+  /** No answer, but the broker may have received the request and acted on it (a timeout, a connection cut mid-request). */
+  get answerLost(): boolean {
+    return this.status === undefined && !this.neverSent;
   }
 
   /**
@@ -73,7 +84,20 @@ export interface BrokerClientOptions {
   userAgent?: string;
 }
 
-const DEFAULT_TIMEOUT_MS = 10_000;
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/**
+ * How long one DELETE may take. Ending a tunnel on the broker can wait for a slot in its
+ * shared Cloudflare request budget (up to MAX_BUDGET_WAIT_MS, 20 s, in
+ * src/cloudflare/budget-gate.ts) before its teardown requests run (each bounded by the
+ * broker's CLOUDFLARE_TIMEOUT_MS, 10 s by default): the agent waits for that answer rather
+ * than give up on a teardown that is merely queued. Checked against the broker's constant by
+ * test/agent/broker-client.test.ts.
+ */
+export const DELETE_TIMEOUT_MS = 40_000;
+
+/** Connection errors that mean the request never left this machine (as opposed to a timeout or a reset). */
+const NEVER_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
 
 /** The broker's HTTP API, over node's fetch. No state beyond the options. */
 export class BrokerClient {
@@ -109,8 +133,9 @@ export class BrokerClient {
     return this.#request('POST', `v1/tunnels/${encodeURIComponent(tunnelId)}/heartbeat`, { token, signal, expect: 200 });
   }
 
-  async deleteTunnel(tunnelId: string, signal?: AbortSignal): Promise<void> {
-    await this.#request('DELETE', `v1/tunnels/${encodeURIComponent(tunnelId)}`, { signal, expect: 204 });
+  /** Waits at least DELETE_TIMEOUT_MS for the answer (see there), unless told `timeoutMs`. */
+  async deleteTunnel(tunnelId: string, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    await this.#request('DELETE', `v1/tunnels/${encodeURIComponent(tunnelId)}`, { signal, expect: 204, timeoutMs: timeoutMs ?? Math.max(this.#timeoutMs, DELETE_TIMEOUT_MS) });
   }
 
   async listTunnels(signal?: AbortSignal): Promise<TunnelSummary[]> {
@@ -122,10 +147,11 @@ export class BrokerClient {
   async #request<T>(
     method: string,
     path: string,
-    options: { body?: unknown; headers?: Record<string, string>; token?: string; signal?: AbortSignal | undefined; expect: number },
+    options: { body?: unknown; headers?: Record<string, string>; token?: string; signal?: AbortSignal | undefined; expect: number; timeoutMs?: number },
   ): Promise<T> {
     const url = new URL(path, this.baseUrl);
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const timeoutMs = Math.max(1, Math.round(options.timeoutMs ?? this.#timeoutMs));
+    const timeout = AbortSignal.timeout(timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let response: Response;
     try {
@@ -144,8 +170,8 @@ export class BrokerClient {
       });
     } catch (error) {
       const timedOut = timeout.aborted && !options.signal?.aborted;
-      const reason = timedOut ? `no answer within ${this.#timeoutMs / 1000} s` : describeNetworkError(error);
-      throw new BrokerError(`Cannot reach the broker at ${url.origin}: ${reason}`, { cause: error });
+      const reason = timedOut ? `no answer within ${timeoutMs / 1000} s` : describeNetworkError(error);
+      throw new BrokerError(`Cannot reach the broker at ${url.origin}: ${reason}`, { cause: error, neverSent: !timedOut && NEVER_SENT_CODES.has(errorCode(error) ?? '') });
     }
     let text: string;
     try {
@@ -169,6 +195,17 @@ export class BrokerClient {
       details: err.details && typeof err.details === 'object' ? (err.details as Record<string, unknown>) : undefined,
     });
   }
+}
+
+/** The first `code` (ECONNREFUSED, UND_ERR_SOCKET) down fetch's chain of causes. */
+function errorCode(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current; depth++) {
+    const e = current as { code?: unknown; cause?: unknown };
+    if (typeof e.code === 'string') return e.code;
+    current = e.cause;
+  }
+  return undefined;
 }
 
 /** fetch's own message is just "fetch failed"; the useful part (ECONNREFUSED, ENOTFOUND) is in the cause. */

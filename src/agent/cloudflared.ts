@@ -4,6 +4,7 @@ import { access, stat } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { backoffDelay } from './backoff.js';
+import { type MonotonicClock, monotonicNow } from './clock.js';
 import { AgentUsageError, type Env } from './config.js';
 import { HOW_TO_INSTALL_CLOUDFLARED } from './messages.js';
 
@@ -97,6 +98,7 @@ export interface SupervisorEvents {
 
 interface Run {
   child: ChildProcess;
+  /** On the monotonic clock. */
   startedAt: number;
   intentional: boolean;
   exited: Promise<void>;
@@ -123,8 +125,11 @@ export class CloudflaredSupervisor {
   #state: 'idle' | 'running' | 'waiting' | 'stopped' | 'gave-up' = 'idle';
   #output: string[] = [];
   #connections = new Set<string>();
+  /** Uptimes and the crash window: a wall-clock step must not make a crash loop look stable, or a stable run a crash loop. */
+  readonly #now: MonotonicClock;
 
-  constructor(options: { path: string; env: Env; policy?: Partial<RestartPolicy>; events?: SupervisorEvents }) {
+  constructor(options: { path: string; env: Env; policy?: Partial<RestartPolicy>; events?: SupervisorEvents; now?: MonotonicClock }) {
+    this.#now = options.now ?? monotonicNow;
     this.#path = options.path;
     this.#baseEnv = options.env;
     this.#policy = { ...DEFAULT_RESTART_POLICY, ...options.policy };
@@ -214,7 +219,7 @@ export class CloudflaredSupervisor {
       windowsHide: true,
     });
     let resolveExited!: () => void;
-    const run: Run = { child, startedAt: Date.now(), intentional: false, exited: new Promise<void>((r) => (resolveExited = r)) };
+    const run: Run = { child, startedAt: this.#now(), intentional: false, exited: new Promise<void>((r) => (resolveExited = r)) };
     this.#run = run;
     this.#state = 'running';
     for (const stream of [child.stdout, child.stderr]) {
@@ -232,7 +237,7 @@ export class CloudflaredSupervisor {
       settled = true;
       process.off('exit', killOnExit);
       resolveExited();
-      this.#onExit(run, { code, signal, uptimeMs: Date.now() - run.startedAt, lastOutput: [...this.#output], ...(spawnError ? { spawnError } : {}) });
+      this.#onExit(run, { code, signal, uptimeMs: this.#now() - run.startedAt, lastOutput: [...this.#output], ...(spawnError ? { spawnError } : {}) });
     };
     child.once('error', (error) => finish(null, null, error.message));
     // 'close', not 'exit': it comes after the last line of output, which says why it died.
@@ -266,7 +271,7 @@ export class CloudflaredSupervisor {
       this.#setConnections(new Set());
     }
     if (run.intentional || this.#state === 'stopped' || this.#state === 'gave-up') return;
-    const now = Date.now();
+    const now = this.#now();
     if (info.uptimeMs >= this.#policy.stableAfterMs) this.#consecutive = 0;
     this.#crashes = [...this.#crashes.filter((t) => now - t < this.#policy.windowMs), now];
     if (this.#crashes.length >= this.#policy.maxCrashes) {

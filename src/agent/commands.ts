@@ -1,7 +1,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
 import { locateCloudflared } from './cloudflared.js';
-import { AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
+import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
 import { ConnectSession } from './connect.js';
 import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
 import { type OutputStream, StatusLine } from './status-line.js';
@@ -70,7 +70,8 @@ interface CommonOptions extends ConnectionFlags {
 function withConnectionOptions(command: Command): Command {
   return command
     .option('--server <url>', 'broker URL (env TUNNEL_BROKER_URL; default: saved by login)')
-    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN; default: saved by login)');
+    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN; default: saved by login)')
+    .option('--request-timeout <seconds>', 'how long one request to the broker may go unanswered (env TUNNEL_BROKER_REQUEST_TIMEOUT; default 10)');
 }
 
 /** Prints the error the way every command does and returns the exit code. */
@@ -165,7 +166,7 @@ async function connect(io: AgentIo, port: number, options: CommonOptions & { slu
 async function clientFor(io: AgentIo, options: ConnectionFlags) {
   const connection = await resolveConnection(options, io.env);
   for (const warning of connection.warnings) io.stderr.write(`warning: ${warning}\n`);
-  return { connection, client: new BrokerClient({ baseUrl: connection.server, accessToken: connection.token }) };
+  return { connection, client: new BrokerClient({ baseUrl: connection.server, accessToken: connection.token, timeoutMs: connection.requestTimeoutMs }) };
 }
 
 /** A 401 says where to get a token; anything else as the broker said it. */
@@ -273,10 +274,11 @@ async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
     return 1;
   }
   let server: string;
+  let saved: AgentConfigFile;
   try {
     server = normalizeServerUrl(serverInput, options.server ? '--server' : 'TUNNEL_BROKER_URL');
     // Refuses to overwrite a file it cannot parse, rather than lose what is in it silently.
-    await readConfigFile(io.env);
+    saved = (await readConfigFile(io.env)).config;
   } catch (error) {
     return report(io, error);
   }
@@ -297,7 +299,7 @@ async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
     io.stderr.write(`warning: could not check the token (${error.message}); saving it anyway.\n`);
   }
   try {
-    const path = await writeConfigFile(io.env, { server, token });
+    const path = await writeConfigFile(io.env, { ...saved, server, token });
     io.stdout.write(`Saved the broker URL and token for ${server} to ${path} (readable only by you).\n`);
     if (exp) io.stdout.write(`The token expires at ${exp.toISOString()}.\n`);
     return 0;

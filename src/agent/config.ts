@@ -7,7 +7,13 @@ import { dirname, isAbsolute, join } from 'node:path';
 export interface AgentConfigFile {
   server?: string;
   token?: string;
+  /** Seconds; see {@link parseRequestTimeout}. Not written by `login`, kept when it rewrites the file. */
+  requestTimeout?: number;
 }
+
+/** Per request to the broker, unless a command sets its own (a DELETE waits longer: see DELETE_TIMEOUT_MS). */
+export const DEFAULT_REQUEST_TIMEOUT_SEC = 10;
+const MAX_REQUEST_TIMEOUT_SEC = 600;
 
 /** A problem the user can fix; the message says how. */
 export class AgentUsageError extends Error {
@@ -53,6 +59,7 @@ export async function readConfigFile(env: Env): Promise<LoadedConfigFile> {
   const config: AgentConfigFile = {};
   if (typeof raw.server === 'string' && raw.server) config.server = raw.server;
   if (typeof raw.token === 'string' && raw.token) config.token = raw.token;
+  if (raw.requestTimeout !== undefined) config.requestTimeout = parseRequestTimeout(String(raw.requestTimeout), `"requestTimeout" in ${path}`);
   const mode = (await stat(path)).mode & 0o777;
   const warning = process.platform !== 'win32' && mode & 0o077
     ? `${path} is readable by other users (mode ${mode.toString(8).padStart(4, '0')}); it holds your token. Run: chmod 600 ${path}`
@@ -103,9 +110,20 @@ export function normalizeServerUrl(input: string, source: string): string {
   return url.toString().replace(/\/+$/, '');
 }
 
+/** Seconds, a positive number up to 600 (fractions allowed: `0.5`). */
+export function parseRequestTimeout(input: string, source: string): number {
+  const seconds = Number(input.trim());
+  if (!/^\d+(\.\d+)?$/.test(input.trim()) || !(seconds > 0) || seconds > MAX_REQUEST_TIMEOUT_SEC) {
+    throw new AgentUsageError(`${source} must be a number of seconds, more than 0 and at most ${MAX_REQUEST_TIMEOUT_SEC}, not ${JSON.stringify(input)}`);
+  }
+  return seconds;
+}
+
 export interface ResolvedConnection {
   server: string;
   token: string;
+  /** How long one request to the broker may go unanswered before it counts as lost. */
+  requestTimeoutMs: number;
   /** Where each came from, for messages ("the token from TUNNEL_BROKER_TOKEN was rejected"). */
   serverSource: string;
   tokenSource: string;
@@ -115,6 +133,8 @@ export interface ResolvedConnection {
 export interface ConnectionFlags {
   server?: string | undefined;
   token?: string | undefined;
+  /** Seconds, as typed. */
+  requestTimeout?: string | undefined;
 }
 
 /**
@@ -156,7 +176,9 @@ export async function resolveConnection(flags: ConnectionFlags, env: Env): Promi
   if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     warnings.push(`${server} is plain HTTP: your token crosses the network unencrypted. Use https:// for anything but a local broker.`);
   }
-  return { server, token, serverSource: serverPick.source, tokenSource: tokenPick.source, warnings };
+  const timeoutPick = pick(flags.requestTimeout, 'TUNNEL_BROKER_REQUEST_TIMEOUT', file.config.requestTimeout?.toString(), '--request-timeout');
+  const requestTimeoutSec = timeoutPick ? parseRequestTimeout(timeoutPick.value, timeoutPick.source) : DEFAULT_REQUEST_TIMEOUT_SEC;
+  return { server, token, requestTimeoutMs: requestTimeoutSec * 1000, serverSource: serverPick.source, tokenSource: tokenPick.source, warnings };
 }
 
 function safeNormalize(input: string): string | undefined {

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { backoffDelay, jittered, sleep, Waker } from './backoff.js';
-import { BrokerClient, BrokerError, type CreatedTunnel } from './broker-client.js';
+import { backoffDelay, retryAfterDelay, sleep, Waker } from './backoff.js';
+import { BrokerClient, BrokerError, type CreatedTunnel, DELETE_TIMEOUT_MS } from './broker-client.js';
+import { type MonotonicClock, monotonicNow } from './clock.js';
 import { CloudflaredSupervisor, describeExit, type ExitInfo, type RestartPolicy } from './cloudflared.js';
 import { type Env, type ResolvedConnection } from './config.js';
+import { HeartbeatSchedule } from './heartbeat-schedule.js';
 import { isLocalPortListening } from './local-port.js';
 import { createFailureMessage, describeDuration, unauthorizedMessage } from './messages.js';
 import { type AgentState, StatusLine } from './status-line.js';
@@ -16,6 +18,8 @@ export interface ConnectSettings {
   /** The environment cloudflared inherits (minus the broker token, plus TUNNEL_TOKEN). */
   env: Env;
   restartPolicy?: Partial<RestartPolicy>;
+  /** For every elapsed time and schedule; the monotonic clock unless a test injects one. */
+  now?: MonotonicClock;
 }
 
 /** A reason to stop that the user must read; `exitCode` is what the process exits with. */
@@ -35,7 +39,27 @@ const INITIAL_CREATE_MAX_WAIT_MS = 5_000;
 const RECREATE_BUDGET_MS = 30 * 60_000;
 /** How long a recreate waits for our own old tunnel (still `ending`) to release its slug or quota. */
 const OLD_TUNNEL_RELEASE_MS = 60_000;
-const DELETE_TIMEOUT_MS = 5_000;
+/**
+ * How long the agent keeps waiting for a create the broker is still running (409
+ * IDEMPOTENCY_KEY_IN_USE, as when the agent's own request timed out first). The broker's
+ * create is bounded by its create lease (renewed while it runs; the Idempotency-Key claim
+ * expires with it if that broker dies) plus its Cloudflare request timeouts: well under this.
+ * Giving up sooner leaves the tunnel the broker then finishes holding its slug and a quota
+ * slot until it is reaped.
+ */
+const CREATE_IN_PROGRESS_MAX_WAIT_MS = 5 * 60_000;
+/** Polls of a create in progress back off from Retry-After to this, so a long wait stays under the user's create rate limit. */
+const CREATE_IN_PROGRESS_MAX_POLL_MS = 5_000;
+const CREATE_IN_PROGRESS_DETAIL = 'create still in progress on the broker; waiting…';
+/** Giving up on a create the broker may still finish: replay its key at most this often, within this long, to find the tunnel and end it. */
+const ABANDON_REPLAY_ATTEMPTS = 6;
+const ABANDON_REPLAY_WINDOW_MS = 10_000;
+/**
+ * The shutdown's DELETEs, all attempts together: one full DELETE_TIMEOUT_MS (the broker may
+ * queue the teardown for its Cloudflare request budget) and a quick retry. A second Ctrl-C
+ * cuts it short.
+ */
+const SHUTDOWN_DELETE_BUDGET_MS = DELETE_TIMEOUT_MS + 5_000;
 const DELETE_ATTEMPTS = 3;
 
 /**
@@ -71,14 +95,17 @@ export class ConnectSession {
   #heartbeatTokenRefused = new Set<string>();
   #forced = false;
   readonly #force = new AbortController();
+  readonly #now: MonotonicClock;
 
   constructor(settings: ConnectSettings, status: StatusLine) {
     this.#settings = settings;
     this.#status = status;
-    this.#client = new BrokerClient({ baseUrl: settings.connection.server, accessToken: settings.connection.token });
+    this.#now = settings.now ?? monotonicNow;
+    this.#client = new BrokerClient({ baseUrl: settings.connection.server, accessToken: settings.connection.token, timeoutMs: settings.connection.requestTimeoutMs });
     this.#supervisor = new CloudflaredSupervisor({
       path: settings.cloudflaredPath,
       env: settings.env,
+      now: this.#now,
       ...(settings.restartPolicy ? { policy: settings.restartPolicy } : {}),
       events: {
         onStart: (pid, run) => {
@@ -184,12 +211,10 @@ export class ConnectSession {
     // while cloudflared stops.
     await Promise.all([heartbeats.catch(() => {}), this.#supervisor.stop()]);
     const tunnel = this.#tunnel;
-    if (tunnel && !this.#forced) {
-      const ended = await this.#endTunnel(tunnel);
-      if (ended === true) this.#status.info(`Tunnel ${tunnel.hostname} ended.`);
-      else {
-        this.#status.warn(`warning: could not end tunnel ${tunnel.hostname} (${ended}); the broker reaps it once its heartbeats stop.`);
-      }
+    const ended = tunnel && !this.#forced ? await this.#endTunnel(tunnel) : undefined;
+    if (tunnel && ended === true) this.#status.info(`Tunnel ${tunnel.hostname} ended.`);
+    else if (tunnel && !this.#forced) {
+      this.#status.warn(`warning: could not end tunnel ${tunnel.hostname} (${ended}); the broker reaps it once its heartbeats stop.`);
     } else if (tunnel) {
       this.#status.warn(`Forced exit: tunnel ${tunnel.hostname} is left to the broker, which reaps it once its heartbeats stop.`);
     }
@@ -199,22 +224,30 @@ export class ConnectSession {
     return this.#exitCode();
   }
 
-  /** DELETE, retried briefly; true, or why it failed. 404 means there is nothing left to end. */
+  /**
+   * DELETE, retried briefly within SHUTDOWN_DELETE_BUDGET_MS; true, or why it failed. 404
+   * means there is nothing left to end. A second Ctrl-C (the force signal) aborts it at once.
+   */
   async #endTunnel(tunnel: CreatedTunnel): Promise<true | string> {
-    let last = '';
+    const started = this.#now();
+    let last = 'no time left';
     for (let attempt = 0; attempt < DELETE_ATTEMPTS && !this.#forced; attempt++) {
+      const leftMs = SHUTDOWN_DELETE_BUDGET_MS - (this.#now() - started);
+      if (leftMs <= 0) break;
       try {
-        await this.#client.deleteTunnel(tunnel.tunnelId, AbortSignal.any([AbortSignal.timeout(DELETE_TIMEOUT_MS), this.#force.signal]));
+        await this.#client.deleteTunnel(tunnel.tunnelId, this.#force.signal, Math.min(leftMs, DELETE_TIMEOUT_MS));
         return true;
       } catch (error) {
         if (!(error instanceof BrokerError)) throw error;
         if (error.gone) return true;
         last = error.message;
         if (!error.transient) return last;
-        await sleep(backoffDelay(attempt, 300, 1_000), this.#force.signal);
+        const delayMs = retryAfterDelay(error.retryAfterSec, backoffDelay(attempt, 300, 1_000));
+        if (this.#now() - started + delayMs >= SHUTDOWN_DELETE_BUDGET_MS) break;
+        await sleep(delayMs, this.#force.signal);
       }
     }
-    return last;
+    return this.#forced ? 'interrupted by a second signal' : last;
   }
 
   #banner(tunnel: CreatedTunnel): void {
@@ -279,22 +312,22 @@ export class ConnectSession {
   async #heartbeatLoop(signal: AbortSignal): Promise<void> {
     let failures = 0;
     let retryInMs = 0;
-    // When the last heartbeat (or the create, which starts the TTL) was sent.
-    let lastSentAt = Date.now();
+    // Counts from the create, which starts the TTL.
+    const schedule = new HeartbeatSchedule(this.#now);
     while (!signal.aborted) {
       const tunnel = this.#tunnel;
       if (!tunnel) return;
       const periodMs = tunnel.heartbeatIntervalSec * 1000;
-      // A fixed rate from send to send: a slow answer must not push every later heartbeat back.
-      await this.#waker.sleep(failures === 0 ? jittered(periodMs) - (Date.now() - lastSentAt) : retryInMs, signal);
+      await this.#waker.sleep(failures === 0 ? schedule.delayUntilNext(periodMs) : retryInMs, signal);
       if (signal.aborted) return;
-      lastSentAt = Date.now();
+      schedule.markSent();
       try {
         const beat = await this.#beat(tunnel, signal);
         if (failures > 0) this.#status.info(`Heartbeats are getting through again (after ${failures} failed attempt${failures === 1 ? '' : 's'}).`);
         failures = 0;
         this.#heartbeatFailing = undefined;
         if (this.#settings.verbose) this.#status.info(`heartbeat ok; tunnel expires at ${beat.expiresAt} unless renewed`);
+        // Wall-clock time: it is only shown to the user.
         this.#status.update({ lastHeartbeatAt: Date.now() });
         await this.#checkLocalPort();
         this.#refresh();
@@ -305,7 +338,7 @@ export class ConnectSession {
           failures = 0;
           this.#heartbeatFailing = undefined;
           await this.#recreate(tunnel, signal);
-          lastSentAt = Date.now();
+          schedule.markSent();
           continue;
         }
         if (error.status === 401) {
@@ -387,29 +420,64 @@ export class ConnectSession {
    * answer returns the tunnel the first attempt made instead of a second one. Undefined when
    * a stop was requested before anything was created. A plain stop does not abort the request
    * itself: an aborted create could leave a tunnel nobody ends.
+   *
+   * While the broker says the create is still running (409 IDEMPOTENCY_KEY_IN_USE), the agent
+   * waits for it with the same key, up to CREATE_IN_PROGRESS_MAX_WAIT_MS, riding out transient
+   * errors meanwhile. Whenever it gives up on a create the broker may have received, it first
+   * looks for the tunnel that create made and ends it (#abandonCreate).
    */
   async #create(options: { initial: boolean; signal: AbortSignal; replacing?: CreatedTunnel }): Promise<CreatedTunnel | undefined> {
     const { port, slug, connection } = this.#settings;
     // A new random slug when none was asked for: the spec'd behaviour, and a URL nobody else now holds.
     const requested = slug;
-    const idempotencyKey = randomUUID();
-    const started = Date.now();
+    const input = { port, idempotencyKey: randomUUID(), ...(requested ? { slug: requested } : {}) };
+    const started = this.#now();
     const budgetMs = options.initial ? Number.POSITIVE_INFINITY : RECREATE_BUDGET_MS;
     let waitedForOld = 0;
-    // Bounded: the first create by INITIAL_CREATE_ATTEMPTS (everything else there is fatal), a recreate by its budget.
+    // Set once the broker may be running a create under this key: an attempt whose answer was
+    // lost, or one it said was still in progress. Giving up must then find what it made.
+    let mayHaveCreated = false;
+    // When the broker first said the create is still in progress; from then on the agent waits for it.
+    let inProgressSince: number | undefined;
+    let polls = 0;
+    const giveUp = async (fatal?: AgentFatal): Promise<undefined> => {
+      if (inProgressSince !== undefined) this.#status.update({ detail: undefined });
+      if (mayHaveCreated && !this.#forced) await this.#abandonCreate(input);
+      if (fatal) throw fatal;
+      return undefined;
+    };
+    // Bounded: the first create by INITIAL_CREATE_ATTEMPTS (everything else there is fatal), a recreate by its budget,
+    // and the wait for a create in progress by CREATE_IN_PROGRESS_MAX_WAIT_MS.
     for (let attempt = 0; ; attempt++) {
-      if (options.signal.aborted) return undefined;
-      if (Date.now() - started > budgetMs) throw new AgentFatal(`gave up after trying for ${describeDuration(budgetMs / 1000)}.`);
+      if (options.signal.aborted) return giveUp();
+      if (this.#now() - started > budgetMs) return giveUp(new AgentFatal(`gave up after trying for ${describeDuration(budgetMs / 1000)}.`));
       try {
         // Only a second Ctrl-C aborts it (the user chose to leave things to the reaper).
-        return await this.#client.createTunnel({ port, idempotencyKey, ...(requested ? { slug: requested } : {}) }, this.#force.signal);
+        const created = await this.#client.createTunnel(input, this.#force.signal);
+        if (inProgressSince !== undefined) this.#status.update({ detail: undefined });
+        return created;
       } catch (error) {
         if (!(error instanceof BrokerError)) throw error;
         if (this.#forced) return undefined;
+        if (error.answerLost || error.code === 'IDEMPOTENCY_KEY_IN_USE') mayHaveCreated = true;
         const context = { server: connection.server, slug: requested, token: connection.token, tokenSource: connection.tokenSource };
         let delayMs: number;
-        if (error.status === 401) throw new AgentFatal(unauthorizedMessage(error, connection.token, connection.tokenSource, connection.server));
-        if (error.code === 'TUNNEL_SLUG_CONFLICT' || error.code === 'TUNNEL_LIMIT_EXCEEDED') {
+        if (error.status === 401) return giveUp(new AgentFatal(unauthorizedMessage(error, connection.token, connection.tokenSource, connection.server)));
+        if (error.code === 'IDEMPOTENCY_KEY_IN_USE' || (inProgressSince !== undefined && (error.transient || error.code === 'RATE_LIMITED'))) {
+          // Our own create is running on the broker: wait for it under the same key (Retry-After,
+          // never sooner), through network errors, 5xx and rate limits, until the bound.
+          inProgressSince ??= this.#now();
+          delayMs = retryAfterDelay(error.retryAfterSec, backoffDelay(polls++, 1_000, CREATE_IN_PROGRESS_MAX_POLL_MS));
+          const waitedMs = this.#now() - inProgressSince;
+          if (waitedMs + delayMs > CREATE_IN_PROGRESS_MAX_WAIT_MS) {
+            return giveUp(new AgentFatal(
+              `The broker was still creating the tunnel after ${describeDuration(waitedMs / 1000)} (${error.message}); giving up.`,
+            ));
+          }
+          // Every poll: a cloudflared event may have redrawn the status meanwhile.
+          this.#status.update({ detail: CREATE_IN_PROGRESS_DETAIL });
+          if (this.#settings.verbose) this.#status.info(`create: ${error.message}; asking again in ${describeDuration(delayMs / 1000)}`);
+        } else if (error.code === 'TUNNEL_SLUG_CONFLICT' || error.code === 'TUNNEL_LIMIT_EXCEEDED') {
           // While recreating, our own old tunnel may still be `ending` and hold the slug or a slot for a moment.
           const mine = await this.#client.listTunnels().catch(() => undefined);
           const oldStillThere = options.replacing && mine?.some((t) => t.id === options.replacing!.tunnelId);
@@ -418,22 +486,62 @@ export class ConnectSession {
             waitedForOld += delayMs;
           } else {
             const holder = error.code === 'TUNNEL_SLUG_CONFLICT' ? mine?.find((t) => t.slug === requested) : undefined;
-            throw new AgentFatal(createFailureMessage(error, { ...context, ownHolder: holder ? { id: holder.id, hostname: holder.hostname } : undefined }));
+            return giveUp(new AgentFatal(createFailureMessage(error, { ...context, ownHolder: holder ? { id: holder.id, hostname: holder.hostname } : undefined })));
           }
         } else if (error.status === 429) {
-          if (options.initial) throw new AgentFatal(createFailureMessage(error, context));
+          if (options.initial) return giveUp(new AgentFatal(createFailureMessage(error, context)));
           delayMs = (error.retryAfterSec ?? 60) * 1000;
           this.#status.warn(`Rate-limited by the broker; retrying in ${describeDuration(delayMs / 1000)}.`);
         } else if (error.transient) {
           delayMs = Math.max(backoffDelay(attempt, 500, options.initial ? 2_000 : 30_000), (error.retryAfterSec ?? 0) * 1000);
-          const giveUp = options.initial ? attempt + 1 >= INITIAL_CREATE_ATTEMPTS || delayMs > INITIAL_CREATE_MAX_WAIT_MS : Date.now() - started + delayMs > budgetMs;
-          if (giveUp) throw new AgentFatal(createFailureMessage(error, context));
+          const stop = options.initial ? attempt + 1 >= INITIAL_CREATE_ATTEMPTS || delayMs > INITIAL_CREATE_MAX_WAIT_MS : this.#now() - started + delayMs > budgetMs;
+          if (stop) return giveUp(new AgentFatal(createFailureMessage(error, context)));
           if (options.initial || attempt === 0) this.#status.warn(`Creating the tunnel failed (${error.message}); retrying in ${describeDuration(delayMs / 1000)}.`);
         } else {
-          throw new AgentFatal(createFailureMessage(error, context));
+          return giveUp(new AgentFatal(createFailureMessage(error, context)));
         }
         await sleep(delayMs, options.signal);
       }
     }
+  }
+
+  /**
+   * Giving up on a create the broker may still finish (the wait bound passed, a stop was
+   * requested, or the broker stopped answering): replay its Idempotency-Key a few times, within
+   * a few seconds, to learn the tunnel it made, and end that, so nothing the agent caused
+   * holds a slug and a quota slot until the reaper gets to it. A second Ctrl-C cuts it short.
+   * (Had the broker's create failed, the key is free and the replay creates anew: that tunnel
+   * is ended the same way.)
+   */
+  async #abandonCreate(input: { port: number; slug?: string; idempotencyKey: string }): Promise<void> {
+    const started = this.#now();
+    this.#status.info('Checking whether the broker finished creating the tunnel, so as to end it (press Ctrl-C again to quit at once)...');
+    let last = 'no answer';
+    for (let attempt = 0; attempt < ABANDON_REPLAY_ATTEMPTS && !this.#forced; attempt++) {
+      const leftMs = ABANDON_REPLAY_WINDOW_MS - (this.#now() - started);
+      if (leftMs <= 0) break;
+      let created: CreatedTunnel;
+      try {
+        created = await this.#client.createTunnel(input, AbortSignal.any([this.#force.signal, AbortSignal.timeout(Math.ceil(leftMs))]));
+      } catch (error) {
+        if (!(error instanceof BrokerError)) throw error;
+        if (this.#forced) break;
+        // Any other answer is final for this key: the create failed and was rolled back, nothing to end.
+        if (!(error.code === 'IDEMPOTENCY_KEY_IN_USE' || error.code === 'RATE_LIMITED' || error.transient)) return;
+        last = error.message;
+        const delayMs = retryAfterDelay(error.retryAfterSec, backoffDelay(attempt, 500, 2_000));
+        if (this.#now() - started + delayMs >= ABANDON_REPLAY_WINDOW_MS) break;
+        await sleep(delayMs, this.#force.signal);
+        continue;
+      }
+      const ended = await this.#endTunnel(created);
+      if (ended === true) this.#status.info(`The broker had finished creating tunnel ${created.hostname} (${created.tunnelId}); ended it.`);
+      else this.#status.warn(`warning: could not end tunnel ${created.hostname} (${ended}); the broker reaps it once its heartbeat TTL passes.`);
+      return;
+    }
+    this.#status.warn(
+      `warning: the broker had not finished the create (${last}). If it does, the tunnel is reaped once its heartbeat TTL passes; ` +
+        'meanwhile `tunnel-broker list` shows it and `tunnel-broker stop <id>` ends it.',
+    );
   }
 }

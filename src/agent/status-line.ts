@@ -3,13 +3,15 @@
  * Elsewhere (a pipe, a file, CI): plain lines, one per change of state, nothing redrawn.
  */
 
+import { type MonotonicClock, monotonicNow } from './clock.js';
+
 export type AgentState = 'starting' | 'online' | 'reconnecting' | 'restarting cloudflared' | 'recreating' | 'stopping' | 'stopped';
 
 export interface StatusSnapshot {
   state: AgentState;
   url?: string;
   port?: number;
-  /** Epoch ms of the last heartbeat the broker accepted. */
+  /** Epoch ms of the last heartbeat the broker accepted (shown as a time; "… ago" is measured on the monotonic clock). */
   lastHeartbeatAt?: number;
   /** cloudflared restarts plus tunnels recreated. */
   reconnects: number;
@@ -34,17 +36,22 @@ export class StatusLine {
   readonly #tty: boolean;
   readonly #color: boolean;
   readonly #now: () => number;
+  readonly #monotonic: MonotonicClock;
+  /** When, on the monotonic clock, the last heartbeat time arrived. */
+  #heartbeatSeenAt = 0;
   #snapshot: StatusSnapshot = { state: 'starting', reconnects: 0 };
   #drawn = false;
   #lastPlain = '';
   #ticker: NodeJS.Timeout | undefined;
 
-  constructor(out: OutputStream, err: OutputStream, options: { tty?: boolean; color?: boolean; now?: () => number } = {}) {
+  /** `now` is the wall clock, for the times printed; `monotonic` measures how long ago the last heartbeat was. */
+  constructor(out: OutputStream, err: OutputStream, options: { tty?: boolean; color?: boolean; now?: () => number; monotonic?: MonotonicClock } = {}) {
     this.#out = out;
     this.#err = err;
     this.#tty = options.tty ?? Boolean(out.isTTY);
     this.#color = this.#tty && (options.color ?? true);
     this.#now = options.now ?? Date.now;
+    this.#monotonic = options.monotonic ?? monotonicNow;
   }
 
   get tty(): boolean {
@@ -72,6 +79,7 @@ export class StatusLine {
 
   update(change: Partial<StatusSnapshot>): void {
     this.#snapshot = { ...this.#snapshot, ...change };
+    if (change.lastHeartbeatAt !== undefined) this.#heartbeatSeenAt = this.#monotonic();
     if (this.#tty) {
       this.#draw();
       return;
@@ -119,7 +127,7 @@ export class StatusLine {
   #parts(): string[] {
     const s = this.#snapshot;
     const parts: string[] = [];
-    if (s.lastHeartbeatAt !== undefined) parts.push(`heartbeat ${describeAgo(this.#now() - s.lastHeartbeatAt)}`);
+    if (s.lastHeartbeatAt !== undefined) parts.push(`heartbeat ${describeAgo(this.#monotonic() - this.#heartbeatSeenAt)}`);
     parts.push(`reconnects ${s.reconnects}`);
     if (s.connections !== undefined && s.connections > 0) parts.push(`edge connections ${s.connections}`);
     if (s.localListening === false && s.port !== undefined) parts.push(`nothing listening on localhost:${s.port}`);

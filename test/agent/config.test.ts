@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
 import { freePort } from '../helpers/process.js';
@@ -71,6 +72,40 @@ describe('agent login and configuration', () => {
     expect(viaEnv.code).toBe(1);
     expect(viaEnv.output).toContain(`Cannot reach the broker at ${nowhere}`);
     expect(await listedSlugs(['--server', t.url], { ...h.env, TUNNEL_BROKER_URL: nowhere, TUNNEL_BROKER_TOKEN: fromEnv.token })).toEqual([fromEnv.slug]);
+  });
+
+  it('takes the request timeout from the flag, else the environment, else the file, and keeps it across a login', async () => {
+    const h = t.home();
+    const alice = await userWithTunnel('alice');
+    // A server that accepts connections and never answers: the error says how long the agent waited.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    t.defer(() => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      silent.close(() => resolve());
+    }));
+    const server = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const dir = join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker');
+    const file = join(dir, 'config.json');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(file, JSON.stringify({ server: 'http://127.0.0.1:1', token: 'old', requestTimeout: 0.4 }), { mode: 0o600 });
+    // login rewrites the file and keeps the setting.
+    expect((await runAgentToEnd(['login', '--server', t.url, '--token', alice.token], h.env)).code).toBe(0);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({ server: t.url, token: alice.token, requestTimeout: 0.4 });
+
+    const waited = async (args: string[], env: Record<string, string>) => {
+      const result = await runAgentToEnd(['list', '--server', server, '--token', alice.token, ...args], { ...h.env, ...env });
+      expect(result.code, result.output).toBe(1);
+      return /no answer within ([\d.]+) s/.exec(result.output)?.[1];
+    };
+    expect(await waited([], {})).toBe('0.4');
+    expect(await waited([], { TUNNEL_BROKER_REQUEST_TIMEOUT: '0.3' })).toBe('0.3');
+    expect(await waited(['--request-timeout', '0.2'], { TUNNEL_BROKER_REQUEST_TIMEOUT: '0.3' })).toBe('0.2');
+
+    const bad = await runAgentToEnd(['list', '--request-timeout', 'soon'], h.env);
+    expect(bad.code).toBe(1);
+    expect(bad.output).toContain('--request-timeout must be a number of seconds, more than 0 and at most 600, not "soon"');
   });
 
   it('never sends the saved token to a server other than the one it was saved for', async () => {

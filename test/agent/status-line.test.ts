@@ -10,24 +10,38 @@ describe('StatusLine', () => {
   it('on a terminal, redraws one line in place and keeps log lines above it', () => {
     const out = stream({ isTTY: true, columns: 200 });
     const err = stream({ isTTY: true });
-    let now = 10_000;
-    const status = new StatusLine(out, err, { color: false, now: () => now });
+    let mono = 0;
+    const status = new StatusLine(out, err, { color: false, now: () => 10_000, monotonic: () => mono });
     status.update({ state: 'online', url: 'https://a.example', lastHeartbeatAt: 7_000, reconnects: 2 });
-    expect(out.chunks.at(-1)).toBe('\r\x1b[2K● online  ·  https://a.example  ·  heartbeat 3s ago  ·  reconnects 2');
+    expect(out.chunks.at(-1)).toBe('\r\x1b[2K● online  ·  https://a.example  ·  heartbeat 0s ago  ·  reconnects 2');
 
+    mono = 3_000;
     status.info('hello');
     // Cleared, the line printed, the status drawn again below it.
     expect(out.chunks.slice(-3)).toEqual(['\r\x1b[2K', 'hello\n', '\r\x1b[2K● online  ·  https://a.example  ·  heartbeat 3s ago  ·  reconnects 2']);
     status.warn('careful');
     expect(err.text()).toBe('careful\n');
 
-    now = 75_000;
+    mono = 68_000;
     status.update({ state: 'reconnecting', detail: 'broker unreachable, retrying' });
     expect(out.chunks.at(-1)).toBe('\r\x1b[2K● reconnecting  ·  https://a.example  ·  heartbeat 1m 8s ago  ·  reconnects 2  ·  broker unreachable, retrying');
     status.stop();
     expect(out.chunks.at(-1)).toBe('\n');
     // No newline-free redraw is ever longer than the terminal (it would wrap and break \r).
     expect(out.chunks.every((c) => c.includes('\n') || c.length <= 2 + 6 + 200)).toBe(true);
+  });
+
+  it('measures "heartbeat … ago" on the monotonic clock, so a wall-clock step does not change it', () => {
+    const out = stream({ isTTY: true, columns: 200 });
+    let wall = Date.UTC(2030, 0, 1, 12, 0, 0);
+    let mono = 5_000;
+    const status = new StatusLine(out, stream({ isTTY: true }), { color: false, now: () => wall, monotonic: () => mono });
+    status.update({ state: 'online', lastHeartbeatAt: wall, reconnects: 0 });
+    // The laptop wakes: the wall clock steps an hour ahead while two seconds really pass.
+    wall += 3_600_000;
+    mono += 2_000;
+    status.update({ state: 'reconnecting' });
+    expect(out.chunks.at(-1)).toBe('\r\x1b[2K● reconnecting  ·  heartbeat 2s ago  ·  reconnects 0');
   });
 
   it('truncates to the terminal width', () => {
