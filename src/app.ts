@@ -112,7 +112,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     ...(options.jwks ? { jwks: options.jwks } : {}),
     ...(options.heartbeatTokens ? { heartbeatTokens: options.heartbeatTokens } : {}),
   });
-  await app.register(rateLimitPlugin, { onExceeded: () => metrics.rateLimited('create_rate') });
+  await app.register(rateLimitPlugin, { onExceeded: (kind) => metrics.rateLimited(`${kind}_rate`) });
   await app.register(metricsPlugin, { metrics, token: config.metrics.token });
   await app.register(readinessPlugin);
   await app.register(
@@ -173,7 +173,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
         pendingTtlMs: app.tunnels.createLeaseMs,
       }),
       heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
-      createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,
+      rateLimits: {
+        createPerMinute: config.tunnels.createRateLimitPerMinute,
+        readPerMinute: config.tunnels.readRateLimitPerMinute,
+        deletePerMinute: config.tunnels.deleteRateLimitPerMinute,
+      },
       heartbeatTokens: app.heartbeatTokens,
     });
   }

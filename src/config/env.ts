@@ -71,6 +71,9 @@ export const EnvSchema = Type.Object({
   IDEMPOTENCY_TTL_SECONDS: Int({ default: 86_400, maximum: 7 * 86_400 }),
   MAX_TUNNELS_PER_USER: Int({ default: 5, maximum: 1000 }),
   CREATE_RATE_LIMIT_PER_MINUTE: Int({ default: 20, maximum: 100_000 }),
+  /** Per user and per read route (GET /v1/tunnels, GET /v1/tunnels/:id): far above what a person or an agent does. */
+  READ_RATE_LIMIT_PER_MINUTE: Int({ default: 120, maximum: 100_000 }),
+  DELETE_RATE_LIMIT_PER_MINUTE: Int({ default: 60, maximum: 100_000 }),
   /** Comma-separated; replaces the built-in list. */
   RESERVED_SLUGS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Union(
@@ -124,6 +127,8 @@ export interface Config {
     ttlSeconds: number;
     maxPerUser: number;
     createRateLimitPerMinute: number;
+    readRateLimitPerMinute: number;
+    deleteRateLimitPerMinute: number;
     reservedSlugs: ReadonlySet<string>;
   };
   reaper: { intervalSeconds: number };
@@ -224,6 +229,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
       ttlSeconds: env.TUNNEL_TTL_SECONDS,
       maxPerUser: env.MAX_TUNNELS_PER_USER,
       createRateLimitPerMinute: env.CREATE_RATE_LIMIT_PER_MINUTE,
+      readRateLimitPerMinute: env.READ_RATE_LIMIT_PER_MINUTE,
+      deleteRateLimitPerMinute: env.DELETE_RATE_LIMIT_PER_MINUTE,
       reservedSlugs: new Set(reserved),
     },
     reaper: { intervalSeconds: env.REAPER_INTERVAL_SECONDS },

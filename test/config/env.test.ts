@@ -19,7 +19,7 @@ describe('loadConfig', () => {
   it('has the documented defaults', () => {
     const config = loadConfig({});
     expect(config.http.port).toBe(3000);
-    expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20 });
+    expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20, readRateLimitPerMinute: 120, deleteRateLimitPerMinute: 60 });
     expect(config.reaper.intervalSeconds).toBeLessThanOrEqual(5);
     expect(config.databaseUrl).toMatch(/^postgresql:\/\/.*127\.0\.0\.1/);
     expect(config.redis.url).toMatch(/^redis:\/\/127\.0\.0\.1/);
