@@ -99,6 +99,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   });
 
   app.decorate('config', config);
+  for (const warning of config.warnings) app.log.warn(`configuration: ${warning}`);
   await app.register(errorHandlerPlugin);
   // Before every route: the OpenAPI document is built from the routes it sees being added.
   await app.register(openapiPlugin);
