@@ -99,6 +99,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   });
 
   app.decorate('config', config);
+  for (const warning of config.warnings) app.log.warn(`configuration: ${warning}`);
   await app.register(errorHandlerPlugin);
   // Before every route: the OpenAPI document is built from the routes it sees being added.
   await app.register(openapiPlugin);
@@ -112,7 +113,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     ...(options.jwks ? { jwks: options.jwks } : {}),
     ...(options.heartbeatTokens ? { heartbeatTokens: options.heartbeatTokens } : {}),
   });
-  await app.register(rateLimitPlugin, { onExceeded: () => metrics.rateLimited('create_rate') });
+  await app.register(rateLimitPlugin, { onExceeded: (kind) => metrics.rateLimited(`${kind}_rate`) });
   await app.register(metricsPlugin, { metrics, token: config.metrics.token });
   await app.register(readinessPlugin);
   await app.register(
@@ -173,7 +174,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
         pendingTtlMs: app.tunnels.leaseMs,
       }),
       heartbeatIntervalSeconds: config.tunnels.heartbeatIntervalSeconds,
-      createRateLimitPerMinute: config.tunnels.createRateLimitPerMinute,
+      rateLimits: {
+        createPerMinute: config.tunnels.createRateLimitPerMinute,
+        readPerMinute: config.tunnels.readRateLimitPerMinute,
+        deletePerMinute: config.tunnels.deleteRateLimitPerMinute,
+      },
       heartbeatTokens: app.heartbeatTokens,
     });
   }

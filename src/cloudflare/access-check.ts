@@ -1,5 +1,6 @@
 import type Cloudflare from 'cloudflare';
 import type { CloudflareConfig } from '../config/env.js';
+import { DOMAIN_PLACEMENT_CHECKS, domainPlacementChecks } from './domain-placement.js';
 import { translateUpstreamError, type UpstreamError } from './upstream-error.js';
 
 /** One line of `tunnel-broker doctor`. */
@@ -18,14 +19,15 @@ const TOKEN_PERMISSIONS = 'Account › Cloudflare Tunnel › Edit (for CLOUDFLAR
  * token itself, the account's tunnels, the zone (and that it holds TUNNEL_DOMAIN), and the
  * zone's DNS records. Nothing is created, so edit permission is only implied by the token's
  * reach; the first create proves it. Stops after a token Cloudflare refuses, since every
- * other request would be refused the same way.
+ * other request would be refused the same way. The zone's name also tells where TUNNEL_DOMAIN
+ * sits in it (see domainPlacementChecks).
  */
 export async function checkCloudflareAccess(client: Cloudflare, config: CloudflareConfig, tunnelDomain: string): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const token = await checkToken(client, config);
   results.push(token);
   if (token.status === 'fail') {
-    for (const name of ['cloudflare tunnels', 'cloudflare zone', 'cloudflare dns']) {
+    for (const name of ['cloudflare tunnels', 'cloudflare zone', ...DOMAIN_PLACEMENT_CHECKS, 'cloudflare dns']) {
       results.push({ name, status: 'skipped', message: 'skipped: the token check failed' });
     }
     return results;
@@ -41,6 +43,7 @@ export async function checkCloudflareAccess(client: Cloudflare, config: Cloudfla
       : unreachableFix(config),
   })));
 
+  let zoneHoldingDomain: string | undefined;
   results.push(await attempt('cloudflare zone', 'zone.get', async () => {
     const zone = await client.zones.get({ zone_id: config.zoneId });
     const name = zone.name.toLowerCase();
@@ -52,11 +55,15 @@ export async function checkCloudflareAccess(client: Cloudflare, config: Cloudfla
         fix: 'set CLOUDFLARE_ZONE_ID to the zone that holds TUNNEL_DOMAIN, or TUNNEL_DOMAIN to a name inside this zone',
       };
     }
+    zoneHoldingDomain = name;
     return { status: 'ok', message: `zone ${name} holds TUNNEL_DOMAIN ${domain}` };
   }, (error) => (error.kind === 'unauthorized'
     // Reading zone details needs Zone › Zone › Read, which a DNS-only token may lack; the broker itself never reads the zone.
     ? { status: 'warn', message: `cannot read zone ${config.zoneId} (${describe(error)}), so TUNNEL_DOMAIN was not checked against it`, fix: 'optional: grant the token Zone › Zone › Read for this check' }
     : { message: `cannot read zone ${config.zoneId}: ${describe(error)}`, fix: error.status === 400 || error.kind === 'not_found' ? 'check CLOUDFLARE_ZONE_ID' : unreachableFix(config) })));
+  results.push(...(zoneHoldingDomain === undefined
+    ? DOMAIN_PLACEMENT_CHECKS.map((name): CheckResult => ({ name, status: 'skipped', message: 'skipped: TUNNEL_DOMAIN was not found in a readable zone' }))
+    : domainPlacementChecks(zoneHoldingDomain, tunnelDomain)));
 
   results.push(await attempt('cloudflare dns', 'dns.list', async () => {
     await client.dns.records.list({ zone_id: config.zoneId, per_page: 1, name: { endswith: `.${tunnelDomain}` } });

@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 import { parsePublicKeyPem } from '../auth/provider-keys.js';
+import { redactUrl } from '../logging/redact-url.js';
 
 /**
  * The one environment schema. Everything the broker can be told comes through here,
@@ -78,6 +79,9 @@ export const EnvSchema = Type.Object({
   IDEMPOTENCY_TTL_SECONDS: Int({ default: 86_400, maximum: 7 * 86_400 }),
   MAX_TUNNELS_PER_USER: Int({ default: 5, maximum: 1000 }),
   CREATE_RATE_LIMIT_PER_MINUTE: Int({ default: 20, maximum: 100_000 }),
+  /** Per user and per read route (GET /v1/tunnels, GET /v1/tunnels/:id): far above what a person or an agent does. */
+  READ_RATE_LIMIT_PER_MINUTE: Int({ default: 120, maximum: 100_000 }),
+  DELETE_RATE_LIMIT_PER_MINUTE: Int({ default: 60, maximum: 100_000 }),
   /** Comma-separated; replaces the built-in list. */
   RESERVED_SLUGS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Union(
@@ -133,12 +137,16 @@ export interface Config {
     heartbeatMaxPerMinute: number;
     maxPerUser: number;
     createRateLimitPerMinute: number;
+    readRateLimitPerMinute: number;
+    deleteRateLimitPerMinute: number;
     reservedSlugs: ReadonlySet<string>;
   };
   reaper: { intervalSeconds: number };
   reconcile: { intervalSeconds: number; graceSeconds: number };
   idempotency: { ttlSeconds: number };
   log: { level: Env['LOG_LEVEL']; pretty: boolean | undefined };
+  /** Settings that are allowed here but unsafe in production: logged at boot, shown by `doctor`. */
+  warnings: string[];
 }
 
 export class ConfigError extends Error {
@@ -166,7 +174,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     for (const error of Value.Errors(EnvSchema, converted)) {
       const name = error.instancePath.replace(/^\//, '') || '(root)';
       const given = raw[name];
-      problems.push(`${name}: ${error.message}${given === undefined ? '' : ` (got ${JSON.stringify(redactIfSecret(name, given))})`}`);
+      problems.push(`${name}: ${error.message}${given === undefined ? '' : ` (got ${JSON.stringify(shownValue(name, given))})`}`);
     }
     throw new ConfigError(problems);
   }
@@ -180,6 +188,11 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
   // PEM keys arrive through env files with literal "\n" more often than not.
   const publicKeyPem = env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n');
   problems.push(...identityProviderProblems(env, publicKeyPem));
+  const warnings: string[] = [];
+  const unscoped = unscopedProviderProblem(env);
+  // Fatal in production. Elsewhere a warning: a developer trying a provider out should not
+  // have to register an audience first, and a development broker is not exposed.
+  if (unscoped) (production ? problems : warnings).push(unscoped);
 
   const givenCloudflare = CLOUDFLARE_VARS.filter((k) => env[k] !== undefined);
   const useEmulator = !production && givenCloudflare.length === 0;
@@ -235,12 +248,15 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
       heartbeatMaxPerMinute: env.HEARTBEAT_MAX_PER_MINUTE,
       maxPerUser: env.MAX_TUNNELS_PER_USER,
       createRateLimitPerMinute: env.CREATE_RATE_LIMIT_PER_MINUTE,
+      readRateLimitPerMinute: env.READ_RATE_LIMIT_PER_MINUTE,
+      deleteRateLimitPerMinute: env.DELETE_RATE_LIMIT_PER_MINUTE,
       reservedSlugs: new Set(reserved),
     },
     reaper: { intervalSeconds: env.REAPER_INTERVAL_SECONDS },
     reconcile: { intervalSeconds: env.RECONCILE_INTERVAL_SECONDS, graceSeconds: env.RECONCILE_GRACE_SECONDS },
     idempotency: { ttlSeconds: env.IDEMPOTENCY_TTL_SECONDS },
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
+    warnings,
   };
 }
 
@@ -265,11 +281,11 @@ function identityProviderProblems(env: Env, publicKeyPem: string | undefined): s
     try {
       url = new URL(env.JWT_JWKS_URL);
     } catch {
-      problems.push(`JWT_JWKS_URL: not a URL (got ${JSON.stringify(env.JWT_JWKS_URL)})`);
+      problems.push(`JWT_JWKS_URL: not a URL (got ${JSON.stringify(shownValue('JWT_JWKS_URL', env.JWT_JWKS_URL))})`);
     }
     // Keys fetched over plain HTTP could be swapped on the way: only on this machine is that safe.
     if (url && url.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
-      problems.push(`JWT_JWKS_URL: must be https (plain http only for a loopback host) (got ${JSON.stringify(env.JWT_JWKS_URL)})`);
+      problems.push(`JWT_JWKS_URL: must be https (plain http only for a loopback host) (got ${JSON.stringify(shownValue('JWT_JWKS_URL', env.JWT_JWKS_URL))})`);
     }
   }
   // Without a provider these would silently check nothing: the broker's own tokens carry no
@@ -282,6 +298,29 @@ function identityProviderProblems(env: Env, publicKeyPem: string | undefined): s
   return problems;
 }
 
-function redactIfSecret(name: string, value: unknown): unknown {
-  return /SECRET|TOKEN|PASSWORD/.test(name) ? '<redacted>' : value;
+/**
+ * A provider's keys sign tokens for every application it serves (a multi-tenant identity
+ * provider signs for other companies' apps too): without `iss` and `aud` checks, any of those
+ * tokens would be accepted here, its `sub` taken for one of our users.
+ */
+function unscopedProviderProblem(env: Env): string | undefined {
+  const provider = env.JWT_JWKS_URL !== undefined ? 'JWT_JWKS_URL' : env.JWT_PUBLIC_KEY !== undefined ? 'JWT_PUBLIC_KEY' : undefined;
+  if (!provider) return undefined;
+  const missing = (['JWT_ISSUER', 'JWT_AUDIENCE'] as const).filter((name) => env[name] === undefined);
+  if (missing.length === 0) return undefined;
+  return `${missing.join(', ')}: ${env.NODE_ENV === 'production' ? 'required' : 'should be set'} with ${provider}` +
+    `${env.NODE_ENV === 'production' ? ' when NODE_ENV=production' : ''}: without both, every token the identity provider signs ` +
+    'for any application (a multi-tenant provider signs for other companies\' too) is accepted as an access token here';
+}
+
+/**
+ * What a validation message may echo of a variable: never a secret (nor a key: a private key
+ * pasted into JWT_PUBLIC_KEY is one), and a URL only with its password and secret-looking
+ * query parameters masked. Connection strings carry passwords, and this message goes to stderr
+ * and from there into whatever collects the logs.
+ */
+function shownValue(name: string, value: unknown): unknown {
+  if (/SECRET|TOKEN|PASSWORD|KEY$/.test(name)) return '<redacted>';
+  if (name.endsWith('_URL') && typeof value === 'string') return redactUrl(value);
+  return value;
 }

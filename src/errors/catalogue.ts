@@ -19,13 +19,30 @@ export const ERROR_CATALOGUE = {
   TUNNEL_LIMIT_EXCEEDED: { status: 429, message: 'You have reached the maximum number of live tunnels.' },
   RATE_LIMITED: { status: 429, message: 'Too many requests; retry later.' },
   INTERNAL_ERROR: { status: 500, message: 'Internal server error.' },
-  UPSTREAM_ERROR: { status: 502, message: 'The tunnel provider failed; nothing was created.' },
+  // Create and delete both answer these: neutral here, and each path may say more (see UPSTREAM_FAILURE_MESSAGES).
+  UPSTREAM_ERROR: { status: 502, message: 'The tunnel provider failed; retry later.' },
   UPSTREAM_UNAVAILABLE: { status: 503, message: 'The tunnel provider is unavailable; retry later.' },
   SLUG_EXHAUSTED: { status: 503, message: 'Could not find a free random slug; retry.' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable; retry later.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/**
+ * What an upstream failure means depends on what was being done: a failed create has been
+ * rolled back, a failed delete leaves the tunnel ending, with the reaper retrying. For the
+ * service to pass as `message` on that path.
+ */
+export const UPSTREAM_FAILURE_MESSAGES = {
+  create: {
+    UPSTREAM_ERROR: 'The tunnel provider failed; nothing was created.',
+    UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; nothing was created. Retry later.',
+  },
+  delete: {
+    UPSTREAM_ERROR: 'The tunnel provider failed; the tunnel is being ended and its removal will be retried.',
+    UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; the tunnel is being ended and its removal will be retried.',
+  },
+} as const satisfies Record<string, Partial<Record<ErrorCode, string>>>;
 export const ERROR_CODES = Object.keys(ERROR_CATALOGUE) as ErrorCode[];
 
 export interface AppErrorOptions {

@@ -26,8 +26,11 @@ export type CreateOutcome = 'created' | 'replayed' | ErrorCode;
 export const REAP_OUTCOMES = ['ended', 'retry_scheduled', 'not_found', 'busy', 'lease_lost', 'failed'] as const;
 export type ReapOutcome = (typeof REAP_OUTCOMES)[number];
 
-/** `create_rate`: CREATE_RATE_LIMIT_PER_MINUTE (RATE_LIMITED); `tunnels_per_user`: MAX_TUNNELS_PER_USER (TUNNEL_LIMIT_EXCEEDED). */
-export const RATE_LIMITS = ['create_rate', 'tunnels_per_user'] as const;
+/**
+ * `create_rate`, `read_rate`, `delete_rate`: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (RATE_LIMITED);
+ * `tunnels_per_user`: MAX_TUNNELS_PER_USER (TUNNEL_LIMIT_EXCEEDED).
+ */
+export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'tunnels_per_user'] as const;
 export type RateLimitName = (typeof RATE_LIMITS)[number];
 
 const COLLECT_SOURCES = ['live_tunnels', 'cloudflare_budget'] as const;
@@ -129,7 +132,7 @@ export class BrokerMetrics {
 
     this.#rateLimited = new Counter({
       name: `${METRIC_PREFIX}rate_limit_rejections_total`,
-      help: 'Requests refused by a per-user limit: create_rate (CREATE_RATE_LIMIT_PER_MINUTE) or tunnels_per_user (MAX_TUNNELS_PER_USER).',
+      help: 'Requests refused by a per-user limit: create_rate, read_rate, delete_rate (CREATE_, READ_, DELETE_RATE_LIMIT_PER_MINUTE) or tunnels_per_user (MAX_TUNNELS_PER_USER).',
       labelNames: ['limit'],
       registers,
     });

@@ -2,6 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { HeartbeatTokens } from '../auth/heartbeat-token.js';
 import { AppError } from '../errors/catalogue.js';
+import { perUserRateLimit } from '../plugins/rate-limit.js';
 import type { Tunnel } from '../generated/prisma/client.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { toEventView } from './tunnel-events.js';
@@ -12,7 +13,8 @@ export interface TunnelRoutesOptions {
   service: TunnelService;
   idempotency: IdempotencyStore;
   heartbeatIntervalSeconds: number;
-  createRateLimitPerMinute: number;
+  /** Per user and minute, each route counted on its own (see perUserRateLimit). */
+  rateLimits: { createPerMinute: number; readPerMinute: number; deletePerMinute: number };
   heartbeatTokens: HeartbeatTokens;
 }
 
@@ -53,16 +55,9 @@ function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number, heart
 }
 
 /**
- * A 201 stored (for an idempotent replay) by a broker older than heartbeat tokens has none,
- * and the response schema requires one: sign it now (the stored response is the caller's own).
+ * /v1/tunnels: every route needs a bearer token, and every route but the heartbeat has a
+ * per-user rate limit (a test fails for a route that forgets one).
  */
-function withHeartbeatToken(body: unknown, userId: string, heartbeatTokens: HeartbeatTokens): unknown {
-  if (typeof body !== 'object' || body === null || 'heartbeatToken' in body) return body;
-  const { tunnelId } = body as { tunnelId?: unknown };
-  return typeof tunnelId === 'string' ? { ...body, heartbeatToken: heartbeatTokens.sign(userId, tunnelId) } : body;
-}
-
-/** /v1/tunnels: every route needs a bearer token. */
 export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOptions) {
   const { service } = options;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
@@ -70,7 +65,7 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
 
   api.post('/', {
     schema: createTunnelSchema,
-    config: { rateLimit: { max: options.createRateLimitPerMinute, timeWindow: 60_000 }, metric: 'tunnel_create' },
+    config: { rateLimit: perUserRateLimit('create', options.rateLimits.createPerMinute), metric: 'tunnel_create' },
   }, async (request, reply) => {
     const create = async () => createdBody(await service.create(request.userId, request.body, request.log), options.heartbeatIntervalSeconds, options.heartbeatTokens);
     const key = request.headers['idempotency-key'];
@@ -83,16 +78,15 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     // A replayed 4xx is not one of the typed success statuses. It goes through the same
     // response serializer as the original, so the bytes match.
     const untyped: FastifyReply = reply;
-    const body = response.statusCode === 201 ? withHeartbeatToken(response.body, request.userId, options.heartbeatTokens) : response.body;
-    return untyped.code(response.statusCode).send(body);
+    return untyped.code(response.statusCode).send(response.body);
   });
 
-  api.get('/', { schema: listTunnelsSchema }, async (request) => {
+  api.get('/', { schema: listTunnelsSchema, config: { rateLimit: perUserRateLimit('read', options.rateLimits.readPerMinute) } }, async (request) => {
     const views = await service.list(request.userId);
     return { tunnels: views.map((v) => summary(v.tunnel, v.expiresAt)) };
   });
 
-  api.get('/:tunnelId', { schema: getTunnelSchema }, async (request) => {
+  api.get('/:tunnelId', { schema: getTunnelSchema, config: { rateLimit: perUserRateLimit('read', options.rateLimits.readPerMinute) } }, async (request) => {
     const view = await service.get(request.userId, requireTunnelId(request.params.tunnelId));
     const body = summary(view.tunnel, view.expiresAt);
     // After get(): only the owner of a live tunnel reaches its history.
@@ -102,6 +96,8 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
 
   // The hot path: successful heartbeats are not access-logged (thousands a second); failures still are.
   // A heartbeat token for this very tunnel is accepted here, and nowhere else.
+  // No @fastify/rate-limit here, deliberately: a heartbeat is exactly one Redis call, and its
+  // bound per tunnel is kept by the heartbeat script itself (HeartbeatStore).
   api.post('/:tunnelId/heartbeat', { schema: heartbeatSchema, logLevel: 'warn', config: { heartbeatTokenParam: 'tunnelId', metric: 'heartbeat' } }, async (request) => {
     const tunnelId = requireTunnelId(request.params.tunnelId);
     const expiresAt = await service.heartbeat(request.userId, tunnelId);
@@ -113,7 +109,7 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     return { expiresAt: expiresAt.toISOString() };
   });
 
-  api.delete('/:tunnelId', { schema: deleteTunnelSchema }, async (request, reply) => {
+  api.delete('/:tunnelId', { schema: deleteTunnelSchema, config: { rateLimit: perUserRateLimit('delete', options.rateLimits.deletePerMinute) } }, async (request, reply) => {
     const id = requireTunnelId(request.params.tunnelId);
     await service.delete(request.userId, id, request.log.child({ tunnelId: id }));
     return reply.code(204).send(null);

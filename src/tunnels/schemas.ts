@@ -114,14 +114,14 @@ export const createTunnelSchema = {
 
 export const listTunnelsSchema = {
   summary: "List the caller's tunnels that are not ended",
-  response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'SERVICE_UNAVAILABLE']) },
+  response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'RATE_LIMITED', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const getTunnelSchema = {
   summary: 'Get one of the caller\'s tunnels',
   params: TunnelIdParams,
   querystring: GetTunnelQuery,
-  response: { 200: TunnelDetail, ...errorResponses(['INVALID_INPUT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+  response: { 200: TunnelDetail, ...errorResponses(['INVALID_INPUT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'RATE_LIMITED', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const heartbeatSchema = {
@@ -135,6 +135,6 @@ export const deleteTunnelSchema = {
   params: TunnelIdParams,
   response: {
     204: Type.Null({ description: 'Ended' }),
-    ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),
+    ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'RATE_LIMITED', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),
   },
 };

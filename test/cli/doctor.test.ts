@@ -49,7 +49,10 @@ function lines(stdout: string): Record<string, [string, string]> {
   return out;
 }
 
-const CHECKS = ['configuration', 'database', 'migrations', 'redis', 'cloudflare token', 'cloudflare tunnels', 'cloudflare zone', 'cloudflare dns'];
+const CHECKS = [
+  'configuration', 'database', 'migrations', 'redis', 'cloudflare token', 'cloudflare tunnels', 'cloudflare zone', 'tunnel domain', 'tunnel certificates',
+  'cloudflare dns',
+];
 
 describe('doctor', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   it('is all green against a migrated database, Redis and the emulator', async () => {
@@ -62,6 +65,8 @@ describe('doctor', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     for (const name of CHECKS) expect(found[name]![0], `${name}: ${found[name]![1]}`).toBe('✓');
     expect(found.migrations![1]).toBe(`${MIGRATION_NAMES.length} applied, none pending`);
     expect(found['cloudflare zone']![1]).toBe('zone tunnels.test holds TUNNEL_DOMAIN tunnels.test');
+    expect(found['tunnel domain']![1]).toBe("TUNNEL_DOMAIN tunnels.test is its zone's apex: tunnels share cookies with no other site of yours");
+    expect(found['tunnel certificates']![1]).toBe("<slug>.tunnels.test is covered by Cloudflare's Universal SSL (*.tunnels.test)");
     expect(run.stdout).toMatch(/^all checks passed$/m);
     // Read-only upstream: verify, list, zone, list; nothing created.
     const endpoints = broker.emulator.requests.slice(before).map((r) => r.endpoint).sort();
@@ -86,7 +91,7 @@ describe('doctor', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     expect(badToken.code).toBe(1);
     const token = lines(badToken.stdout);
     expect(token['cloudflare token']).toEqual(['✗', expect.stringMatching(/^Cloudflare refused CLOUDFLARE_API_TOKEN \(HTTP 403, code 10000\) — fix: create an API token with .*Cloudflare Tunnel › Edit.*DNS › Edit/)]);
-    for (const name of ['cloudflare tunnels', 'cloudflare zone', 'cloudflare dns']) expect(token[name]![0]).toBe('-');
+    for (const name of ['cloudflare tunnels', 'cloudflare zone', 'tunnel domain', 'tunnel certificates', 'cloudflare dns']) expect(token[name]![0]).toBe('-');
     expect(token.database![0]).toBe('✓');
     // The token itself never appears.
     expect(badToken.stdout + badToken.stderr).not.toContain('not-the-token');
@@ -100,6 +105,38 @@ describe('doctor', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
       message: `TUNNEL_DOMAIN tunnels.example.org is not inside zone tunnels.test (CLOUDFLARE_ZONE_ID ${broker.emulator.zoneId})`,
       fix: expect.stringContaining('CLOUDFLARE_ZONE_ID'),
     });
+    expect(report.checks.filter((c) => c.name.startsWith('tunnel ')).map((c) => c.status)).toEqual(['skipped', 'skipped']);
+  });
+
+  it('warns, with the reason, when TUNNEL_DOMAIN is below its zone apex: a zone shared with other sites, and no Universal SSL certificate', async () => {
+    // The emulator's zone is tunnels.test: one and two labels below its apex.
+    const [oneBelow, twoBelow] = await Promise.all([
+      runCli(['doctor'], cliEnv(broker, { TUNNEL_DOMAIN: 'dev.tunnels.test' })),
+      runCli(['doctor'], cliEnv(broker, { TUNNEL_DOMAIN: 'a.b.tunnels.test' })),
+    ]);
+    for (const [run, domain, depth] of [[oneBelow, 'dev.tunnels.test', 2], [twoBelow, 'a.b.tunnels.test', 3]] as const) {
+      // Warnings, not failures: the broker works, but the setup is risky.
+      expect(run.code, run.stdout).toBe(0);
+      const found = lines(run.stdout);
+      expect(found['cloudflare zone']).toEqual(['✓', `zone tunnels.test holds TUNNEL_DOMAIN ${domain}`]);
+      expect(found['tunnel domain']).toEqual(['!', expect.stringMatching(new RegExp(
+        `^TUNNEL_DOMAIN ${domain.replace(/\./g, '\\.')} is below the apex of zone tunnels\\.test, which likely serves your other sites too: ` +
+          'every tunnel would receive cookies scoped to tunnels\\.test and could set cookies for its other hosts — fix: serve tunnels from a ' +
+          'registrable domain of their own \\(e\\.g\\. tunnels-tunnels\\.test\\)',
+      ))]);
+      expect(found['tunnel certificates']).toEqual(['!', expect.stringMatching(new RegExp(
+        `^tunnel hostnames <slug>\\.${domain.replace(/\./g, '\\.')} are ${depth} labels below zone tunnels\\.test, and Cloudflare's Universal SSL ` +
+          'covers only tunnels\\.test and \\*\\.tunnels\\.test: .* — fix: .*Advanced Certificate Manager.*Total TLS',
+      ))]);
+    }
+  });
+
+  it('warns about an identity provider without JWT_ISSUER and JWT_AUDIENCE outside production', async () => {
+    const run = await runCli(['doctor'], cliEnv(broker, { JWT_JWKS_URL: 'https://idp.example.test/jwks.json' }));
+    expect(run.code).toBe(0);
+    expect(lines(run.stdout)['configuration warning']).toEqual(['!', expect.stringMatching(
+      /^JWT_ISSUER, JWT_AUDIENCE: should be set with JWT_JWKS_URL: without both, every token .* — fix: .*NODE_ENV=production the broker refuses to start/,
+    )]);
   });
 
   it('reports an invalid configuration by variable and checks nothing else', async () => {

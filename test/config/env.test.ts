@@ -19,7 +19,7 @@ describe('loadConfig', () => {
   it('has the documented defaults', () => {
     const config = loadConfig({});
     expect(config.http.port).toBe(3000);
-    expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20 });
+    expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20, readRateLimitPerMinute: 120, deleteRateLimitPerMinute: 60 });
     expect(config.reaper.intervalSeconds).toBeLessThanOrEqual(5);
     expect(config.databaseUrl).toMatch(/^postgresql:\/\/.*127\.0\.0\.1/);
     expect(config.redis.url).toMatch(/^redis:\/\/127\.0\.0\.1/);
@@ -50,9 +50,29 @@ describe('loadConfig', () => {
   });
 
   it('never echoes a secret in its error', () => {
-    const text = problems({ JWT_SECRET: 'short-secret' }).join('\n');
+    const text = problems({ JWT_SECRET: 'short-secret', METRICS_TOKEN: 'short-token' }).join('\n');
     expect(text).toContain('JWT_SECRET');
+    expect(text).toContain('METRICS_TOKEN');
     expect(text).not.toContain('short-secret');
+    expect(text).not.toContain('short-token');
+  });
+
+  it('never echoes a password in a connection string, while naming the variable', () => {
+    const cases: Array<[string, string]> = [
+      ['DATABASE_URL', 'mysql://u:hunter2@h/db'],
+      ['DATABASE_URL', 'mysql://u@h/db?password=hunter2'],
+      ['REDIS_URL', 'reddis://:hunter2@127.0.0.1:6379'],
+      ['REDIS_URL', 'redis:/:hunter2@127.0.0.1:6379'],
+      ['REDIS_URL', 'redis//default:hunter2@127.0.0.1'],
+      ['JWT_JWKS_URL', 'http://idp:hunter2@idp.example.test/jwks.json'],
+    ];
+    for (const [name, value] of cases) {
+      const text = problems({ [name]: value }).join('\n');
+      expect(text, value).toMatch(new RegExp(`^${name}: `));
+      expect(text, value).not.toContain('hunter2');
+    }
+    // What can be shown still is, to say what is wrong.
+    expect(problems({ DATABASE_URL: 'mysql://u:hunter2@h/db' }).join('\n')).toContain('mysql://u:***@h/db');
   });
 
   it('refuses a TTL that is not longer than the heartbeat interval', () => {

@@ -19,8 +19,13 @@ let liveTunnelId: string;
 const OWNER = `fuzz-owner-${randomUUID()}`;
 
 beforeAll(async () => {
-  // Limits high enough that valid creates keep reaching Cloudflare rather than stopping at 429.
-  broker = await startTestBroker({ env: { CREATE_RATE_LIMIT_PER_MINUTE: '100000', MAX_TUNNELS_PER_USER: '1000', LOG_LEVEL: 'warn' } });
+  // Limits high enough that valid requests keep reaching the service and Cloudflare rather than stopping at 429.
+  broker = await startTestBroker({
+    env: {
+      CREATE_RATE_LIMIT_PER_MINUTE: '100000', READ_RATE_LIMIT_PER_MINUTE: '100000', DELETE_RATE_LIMIT_PER_MINUTE: '100000',
+      MAX_TUNNELS_PER_USER: '1000', LOG_LEVEL: 'warn',
+    },
+  });
   const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(OWNER), payload: { port: 3000 } });
   expect(res.statusCode).toBe(201);
   liveTunnelId = res.json().tunnelId;

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CATALOGUE, ERROR_CODES } from '../../src/errors/catalogue.js';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { appRoutes } from '../helpers/routes.js';
 
 /**
  * The OpenAPI document at /docs/json: structurally valid OpenAPI 3.0, complete (every route,
@@ -64,22 +65,6 @@ function jsonSchema(op: Operation, status: string): SchemaObject {
 
 function errorCodes(op: Operation, status: string): string[] {
   return (jsonSchema(op, status).properties?.code?.enum ?? []) as string[];
-}
-
-/** The app's routes, from Fastify's own route tree (not from the document under test). */
-function appRoutes(app: TestBroker['app']): Array<{ path: string; method: string }> {
-  const routes: Array<{ path: string; method: string }> = [];
-  const stack: string[] = [];
-  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
-    const match = /^((?:[│ ]   )*)[├└]── (.+?) \(([A-Z, ]+)\)$/u.exec(line);
-    if (!match) continue;
-    const depth = match[1]!.length / 4;
-    const path = (depth === 0 ? '' : stack[depth - 1]!) + match[2];
-    stack[depth] = path;
-    stack.length = depth + 1;
-    for (const method of match[3]!.split(', ')) routes.push({ path, method });
-  }
-  return routes;
 }
 
 describe('the OpenAPI document', () => {
@@ -168,6 +153,14 @@ describe('the OpenAPI document', () => {
     expect([...documented].every((c) => ERROR_CODES.includes(c as never))).toBe(true);
     // Only the router's own answers are listed by no route.
     expect(ERROR_CODES.filter((c) => !documented.has(c)).sort()).toEqual(['METHOD_NOT_ALLOWED', 'NOT_FOUND']);
+  });
+
+  it('documents 429 RATE_LIMITED with Retry-After on every rate-limited route', () => {
+    for (const [path, method] of [['/v1/tunnels', 'post'], ['/v1/tunnels', 'get'], ['/v1/tunnels/{tunnelId}', 'get'], ['/v1/tunnels/{tunnelId}', 'delete']] as const) {
+      const op = doc.paths[path]![method]!;
+      expect(errorCodes(op, '429'), `${method} ${path}`).toContain('RATE_LIMITED');
+      expect(op.responses['429']!.headers, `${method} ${path}`).toHaveProperty('Retry-After');
+    }
   });
 
   it('renders the TypeBox schemas as OpenAPI 3.0: no const, no null type, no TypeBox internals, every $ref resolves', () => {

@@ -122,6 +122,11 @@ describe('ES256 with JWT_PUBLIC_KEY and a custom user claim', () => {
     await broker?.close();
   });
 
+  it('warns at boot that, outside production, it runs without JWT_ISSUER and JWT_AUDIENCE', () => {
+    const warnings = broker.logs.lines.filter((l) => l.level === 40 && /JWT_ISSUER, JWT_AUDIENCE: should be set with JWT_PUBLIC_KEY/.test(String(l.msg)));
+    expect(warnings).toHaveLength(1);
+  });
+
   it('takes the user id from JWT_USER_CLAIM', async () => {
     const email = `${randomUUID()}@example.test`;
     await expectOwnedBy(broker, providerToken(ec.privateKey, 'ES256', { email, sub: 'not-the-user-id' }), email);
@@ -405,6 +410,35 @@ describe('identity configuration is checked at boot', () => {
     for (const url of ['https://idp.example.test/jwks.json', 'http://127.0.0.1:8080/jwks', 'http://localhost/jwks', 'http://[::1]:9/jwks']) {
       expect(problems({ JWT_JWKS_URL: url }), url).toBe('');
     }
+  });
+
+  describe('a provider without both JWT_ISSUER and JWT_AUDIENCE', () => {
+    const production = {
+      NODE_ENV: 'production', JWT_SECRET: TEST_JWT_SECRET, CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32),
+      CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
+    };
+    const jwks = { JWT_JWKS_URL: 'https://idp.example.test/jwks.json' };
+
+    it('is fatal in production, naming what is missing and why', () => {
+      expect(problems({ ...production, ...jwks })).toBe(
+        'JWT_ISSUER, JWT_AUDIENCE: required with JWT_JWKS_URL when NODE_ENV=production: without both, every token the identity provider ' +
+          "signs for any application (a multi-tenant provider signs for other companies' too) is accepted as an access token here",
+      );
+      expect(problems({ ...production, JWT_PUBLIC_KEY: pem(rsa.publicKey), JWT_ISSUER: ISSUER })).toMatch(/^JWT_AUDIENCE: required with JWT_PUBLIC_KEY when NODE_ENV=production/);
+      expect(problems({ ...production, ...jwks, JWT_AUDIENCE: AUDIENCE })).toMatch(/^JWT_ISSUER: required with JWT_JWKS_URL/);
+      expect(problems({ ...production, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE })).toBe('');
+      expect(loadConfig({ ...production, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
+    });
+
+    it('is allowed outside production, with a warning', () => {
+      for (const env of [{ ...jwks }, { JWT_PUBLIC_KEY: pem(rsa.publicKey), JWT_AUDIENCE: AUDIENCE }]) {
+        const config = loadConfig({ ...base, ...env });
+        expect(config.warnings).toHaveLength(1);
+        expect(config.warnings[0]).toMatch(/^JWT_ISSUER(, JWT_AUDIENCE)?: should be set with JWT_(JWKS_URL|PUBLIC_KEY): without both, every token/);
+      }
+      expect(loadConfig({ ...base, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
+      expect(loadConfig(base).warnings).toEqual([]);
+    });
   });
 
   it('refuses issuer, audience or user-claim settings that would check nothing without a provider', () => {

@@ -7,7 +7,10 @@ let postgres: PrivatePostgres;
 let broker: TestBroker;
 beforeAll(async () => {
   ({ postgres, broker } = await startBrokerOnPrivatePostgres({
-    env: { TUNNEL_TTL_SECONDS: '3', HEARTBEAT_INTERVAL_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1' },
+    // The TTL outlasts the outage however slow the restart is, so the tunnel heartbeated before it
+    // is still alive after it (a shorter one made it lapse, correctly, under load). Reads are
+    // polled below until PostgreSQL is back: not a test of READ_RATE_LIMIT_PER_MINUTE.
+    env: { TUNNEL_TTL_SECONDS: '60', HEARTBEAT_INTERVAL_SECONDS: '1', REAPER_INTERVAL_SECONDS: '1', READ_RATE_LIMIT_PER_MINUTE: '100000' },
     startReaper: true,
   }));
 }, 60_000);

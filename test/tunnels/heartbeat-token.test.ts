@@ -10,7 +10,6 @@ import {
   HeartbeatTokens,
 } from '../../src/auth/heartbeat-token.js';
 import { REDACTED } from '../../src/logging/logger.js';
-import { canonicalCreateRequest, IdempotencyStore } from '../../src/tunnels/idempotency.js';
 import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
 
 let broker: TestBroker;
@@ -106,24 +105,6 @@ describe('the heartbeat token in the create response', () => {
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.json().heartbeatToken).toBe(first.json().heartbeatToken);
     expect((await heartbeat(first.json().tunnelId, bearer(replay.json().heartbeatToken))).statusCode).toBe(200);
-  });
-
-  it('is added to a replay stored by a broker that predates heartbeat tokens', async () => {
-    const userId = `owner-${randomUUID()}`;
-    const { heartbeatToken: _dropped, ...legacyBody } = await createTunnel(userId);
-    const key = randomUUID();
-    // What an older broker left in Redis: the same store and key, a 201 without the token.
-    const store = new IdempotencyStore(broker.redis, { secret: TEST_JWT_SECRET, ttlSeconds: 3600, pendingTtlMs: 60_000 });
-    const scope = { userId, key };
-    const claim = await store.claim(scope, store.fingerprint(canonicalCreateRequest({ port: 3000 })));
-    expect(claim.kind).toBe('claimed');
-    await store.complete(scope, (claim as { marker: string }).marker, { statusCode: 201, body: legacyBody });
-
-    const replay = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: { ...broker.auth(userId), 'idempotency-key': key }, payload: { port: 3000 } });
-    expect(replay.statusCode).toBe(201);
-    expect(replay.headers['idempotent-replayed']).toBe('true');
-    expect(replay.json()).toMatchObject({ ...legacyBody, heartbeatToken: expect.any(String) });
-    expect((await heartbeat(legacyBody.tunnelId, bearer(replay.json().heartbeatToken))).statusCode).toBe(200);
   });
 });
 

@@ -67,3 +67,31 @@ describe('rollback that fails itself', () => {
     expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: row!.id } })).toMatchObject({ status: 'ended', endReason: 'create_failed' });
   });
 });
+
+describe('a Cloudflare failure during DELETE', () => {
+  for (const endpoint of ['dns.delete', 'tunnel.delete'] as const) {
+    it(`(${endpoint}) answers 502 UPSTREAM_ERROR without claiming nothing was created, and the reaper finishes the end`, async () => {
+      const userId = `user-${randomUUID()}`;
+      const created = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000 } });
+      expect(created.statusCode).toBe(201);
+      const id = created.json().tunnelId as string;
+
+      const remove = broker.emulator.injectFault({ endpoint, kind: 'error5xx', status: 500 });
+      let res;
+      try {
+        res = await broker.app.inject({ method: 'DELETE', url: `/v1/tunnels/${id}`, headers: broker.auth(userId) });
+      } finally {
+        remove();
+      }
+      expect(res.statusCode).toBe(502);
+      expect(res.json().code).toBe('UPSTREAM_ERROR');
+      expect(res.json().message).not.toMatch(/nothing was created/i);
+      expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ending' });
+
+      // The retry the answer promises: the reaper finishes the end.
+      await broker.redis.zadd('deadlines', 0, id);
+      await broker.app.reaper!.sweep();
+      expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ended' });
+    });
+  }
+});

@@ -48,6 +48,9 @@ export async function runChecks(env: Record<string, string | undefined>): Promis
     ];
   }
   const checks: CheckResult[] = [{ name: 'configuration', status: 'ok', message: describeConfig(config) }];
+  for (const warning of config.warnings) {
+    checks.push({ name: 'configuration warning', status: 'warn', message: warning, fix: 'set the variables it names: with NODE_ENV=production the broker refuses to start without them' });
+  }
   if (config.jwt.isDevelopmentSecret) {
     checks.push({
       name: 'jwt secret',
