@@ -3,7 +3,7 @@ import type { Config } from '../config/env.js';
 import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
 import { isUniqueViolation } from '../db/database-error.js';
-import { AppError } from '../errors/catalogue.js';
+import { AppError, UPSTREAM_FAILURE_MESSAGES } from '../errors/catalogue.js';
 import type { Prisma, PrismaClient, Tunnel, TunnelEndReason, TunnelEvent } from '../generated/prisma/client.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { HeartbeatRateExceededError, HeartbeatStateLostError, type HeartbeatStore, type RestoreEntry } from './heartbeat-store.js';
@@ -493,28 +493,28 @@ export class TunnelService {
     }
   }
 
-  /** What the client of a failed create is told. */
+  /** What the client of a failed create is told: the create was rolled back. */
   #createError(error: unknown): unknown {
     if (error instanceof DeletedDuringCreateError) return new AppError('TUNNEL_DELETED_DURING_CREATE');
     if (error instanceof LeaseLostError) {
-      return new AppError('UPSTREAM_UNAVAILABLE', { message: 'The tunnel provider was too slow; the create was undone. Retry.', retryAfterSec: 5 });
+      return new AppError('UPSTREAM_UNAVAILABLE', { message: UPSTREAM_FAILURE_MESSAGES.create.UPSTREAM_UNAVAILABLE, retryAfterSec: 5 });
     }
-    if (!isUpstreamError(error)) return error;
-    if (error.transient) {
-      return new AppError('UPSTREAM_UNAVAILABLE', { retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
-    }
-    return new AppError('UPSTREAM_ERROR', { message: 'The tunnel provider refused the create; nothing was left of it.', details: { operation: error.operation } });
+    return upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.create);
   }
 
-  /** What the client of a DELETE whose teardown failed is told: the tunnel is ending, and the reaper retries. */
+  /** What the client of a DELETE whose teardown failed is told: the tunnel stays ending, and the reaper retries. */
   #endError(error: unknown): unknown {
-    if (!isUpstreamError(error)) return error;
-    const message = 'The tunnel provider failed while removing the tunnel; it stays ending and removal is retried automatically.';
-    if (error.transient) {
-      return new AppError('UPSTREAM_UNAVAILABLE', { message, retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
-    }
-    return new AppError('UPSTREAM_ERROR', { message, details: { operation: error.operation } });
+    return upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.delete);
   }
+}
+
+/** An upstream failure as the API answers it, with the path's own message. */
+function upstreamAppError(error: unknown, messages: { UPSTREAM_ERROR: string; UPSTREAM_UNAVAILABLE: string }): unknown {
+  if (!isUpstreamError(error)) return error;
+  if (error.transient) {
+    return new AppError('UPSTREAM_UNAVAILABLE', { message: messages.UPSTREAM_UNAVAILABLE, retryAfterSec: error.retryAfterSec ?? 5, details: { operation: error.operation } });
+  }
+  return new AppError('UPSTREAM_ERROR', { message: messages.UPSTREAM_ERROR, details: { operation: error.operation } });
 }
 
 /**
