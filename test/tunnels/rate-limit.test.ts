@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { appRoutes } from '../helpers/routes.js';
 
-const LIMITS = { CREATE_RATE_LIMIT_PER_MINUTE: '4', READ_RATE_LIMIT_PER_MINUTE: '5', DELETE_RATE_LIMIT_PER_MINUTE: '3' };
+const LIMITS = { CREATE_RATE_LIMIT_PER_MINUTE: '4', READ_RATE_LIMIT_PER_MINUTE: '5', DELETE_RATE_LIMIT_PER_MINUTE: '3', HEARTBEAT_MAX_PER_MINUTE: '6' };
 
 // Two brokers on one Redis key space: the budget must be shared, as behind a load balancer.
 let a: TestBroker;
@@ -112,10 +112,11 @@ describe('read and delete rate limits', () => {
     expect((await create(b, userId)).statusCode).toBe(201);
   });
 
-  it('never limits heartbeats, and heartbeats spend no other budget', async () => {
+  it('puts no per-user limit on heartbeats, and heartbeats spend no other budget', async () => {
     const userId = newUser();
     const { tunnelId } = (await create(a, userId)).json();
-    for (let i = 0; i < 12; i++) {
+    // Within the per-tunnel bound (HEARTBEAT_MAX_PER_MINUTE, below), never the per-user ones.
+    for (let i = 0; i < 6; i++) {
       const res = await heartbeat(i % 2 ? a : b, userId, tunnelId);
       expect(res.statusCode).toBe(200);
       expect(res.headers['x-ratelimit-limit']).toBeUndefined();
@@ -151,5 +152,23 @@ describe('every /v1 route', () => {
       else expect(limit, `${route} has no rate limit: give it config.rateLimit = perUserRateLimit(…)`).toMatch(/^\d+$/);
     }
     expect(Object.keys(found).sort()).toEqual(expect.arrayContaining(Object.keys(expected).sort()));
+  });
+});
+
+describe('heartbeats', () => {
+  it('are bounded per tunnel inside their one Redis call: past HEARTBEAT_MAX_PER_MINUTE, 429 with Retry-After, across brokers', async () => {
+    const userId = newUser();
+    const first = (await create(a, userId)).json().tunnelId as string;
+    const second = (await create(a, userId)).json().tunnelId as string;
+    // Six a minute, counted together by both brokers.
+    for (let i = 0; i < 6; i++) expect((await heartbeat(i % 2 === 0 ? a : b, userId, first)).statusCode).toBe(200);
+    const refused = await heartbeat(b, userId, first);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json()).toMatchObject({ code: 'RATE_LIMITED' });
+    const retryAfter = Number(refused.headers['retry-after']);
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    // The bound is per tunnel: the user's other tunnel still heartbeats.
+    expect((await heartbeat(a, userId, second)).statusCode).toBe(200);
   });
 });
