@@ -35,7 +35,8 @@ export async function buildFloor(options: FloorOptions): Promise<FastifyInstance
     { onRequest: app.authenticate, config: { heartbeatTokenParam: 'tunnelId' } },
     async (request) => {
       await redis.set(`hb:${request.params.tunnelId}`, request.userId, 'EX', ttlSeconds);
-      return { expiresAt: new Date(Date.now() + ttlSeconds * 1000).toISOString() };
+      // The same body as the broker's heartbeat answer.
+      return { ok: true, expiresAt: new Date(Date.now() + ttlSeconds * 1000).toISOString() };
     },
   );
   return app;

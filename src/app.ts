@@ -20,6 +20,7 @@ import { Reconciler } from './reconcile/reconciler.js';
 import { HeartbeatStore } from './tunnels/heartbeat-store.js';
 import { IdempotencyStore } from './tunnels/idempotency.js';
 import { tunnelRoutes } from './tunnels/routes.js';
+import { TunnelRefResolver } from './tunnels/tunnel-ref-resolver.js';
 import { TunnelService } from './tunnels/tunnel-service.js';
 
 declare module 'fastify' {
@@ -180,6 +181,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
         deletePerMinute: config.tunnels.deleteRateLimitPerMinute,
       },
       heartbeatTokens: app.heartbeatTokens,
+      tunnelRefs: new TunnelRefResolver(app.prisma, config.tunnels.domain),
     });
   }
   return app;

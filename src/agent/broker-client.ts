@@ -133,9 +133,21 @@ export class BrokerClient {
     return this.#request('POST', `v1/tunnels/${encodeURIComponent(tunnelId)}/heartbeat`, { token, signal, expect: 200 });
   }
 
-  /** Waits at least DELETE_TIMEOUT_MS for the answer (see there), unless told `timeoutMs`. */
-  async deleteTunnel(tunnelId: string, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
-    await this.#request('DELETE', `v1/tunnels/${encodeURIComponent(tunnelId)}`, { signal, expect: 204, timeoutMs: timeoutMs ?? Math.max(this.#timeoutMs, DELETE_TIMEOUT_MS) });
+  /**
+   * `tunnel` is its id, hostname or slug (the broker resolves it). Waits at least
+   * DELETE_TIMEOUT_MS for the answer (see there), unless told `timeoutMs`.
+   */
+  async deleteTunnel(tunnel: string, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    await this.#request('DELETE', `v1/tunnels/${encodeURIComponent(tunnel)}`, { signal, expect: 204, timeoutMs: timeoutMs ?? Math.max(this.#timeoutMs, DELETE_TIMEOUT_MS) });
+  }
+
+  /** One of the caller's live tunnels, by its id, hostname or slug (the broker resolves it). */
+  async getTunnel(tunnel: string, signal?: AbortSignal): Promise<TunnelSummary> {
+    const body = await this.#request<TunnelSummary>('GET', `v1/tunnels/${encodeURIComponent(tunnel)}`, { signal, expect: 200 });
+    if (typeof body?.id !== 'string' || typeof body.hostname !== 'string') {
+      throw new BrokerError('The broker answered with an unexpected body; is --server pointing at a tunnel broker?', { status: 200 });
+    }
+    return body;
   }
 
   async listTunnels(signal?: AbortSignal): Promise<TunnelSummary[]> {

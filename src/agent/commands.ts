@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
+import { parseTunnelRef, type TunnelRef, tunnelRefText } from '../tunnels/tunnel-ref.js';
 import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
 import { locateCloudflared } from './cloudflared.js';
 import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
@@ -47,7 +48,6 @@ function exit(io: AgentIo, code: number): void {
 }
 
 const SLUG = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** After a clean stop, whatever handle is still open (a keep-alive socket) must not hold the process up. */
 const EXIT_GRACE_MS = 3_000;
 
@@ -56,6 +56,15 @@ function parsePort(value: string): number {
   if (!/^\d+$/.test(value) || !Number.isInteger(port) || port < 1 || port > 65_535) throw new InvalidArgumentError('must be a port number from 1 to 65535.');
   return port;
 }
+
+/** The broker resolves the name; read here only to refuse an empty one and to reduce a URL to its hostname. */
+function parseTunnelArgument(value: string): TunnelRef {
+  const ref = parseTunnelRef(value);
+  if (ref === undefined) throw new InvalidArgumentError('name a tunnel by its id, hostname, https:// URL or slug.');
+  return ref;
+}
+
+const TUNNEL_ARGUMENT = 'tunnel id, hostname, https:// URL or slug';
 
 function parseSlug(value: string): string {
   const slug = value.toLowerCase();
@@ -104,18 +113,23 @@ export function registerAgentCommands(program: Command, io: AgentIo = { env: pro
       exit(io, code);
     });
 
-  withConnectionOptions(program.command('list').description('list your tunnels that have not ended'))
+  withConnectionOptions(
+    program
+      .command('list')
+      .description('list your tunnels that have not ended, or only the one named')
+      .argument('[tunnel]', `only this one: ${TUNNEL_ARGUMENT}`, parseTunnelArgument),
+  )
     .option('--json', 'print JSON', false)
-    .action(async (options: CommonOptions & { json: boolean }) => {
-      exit(io, await list(io, options));
+    .action(async (target: TunnelRef | undefined, options: CommonOptions & { json: boolean }) => {
+      exit(io, await list(io, target, options));
     });
 
   withConnectionOptions(
     program
       .command('stop')
       .description('end one of your tunnels, by id, hostname, URL or slug')
-      .argument('<tunnel>', 'tunnel id, hostname, https:// URL or slug'),
-  ).action(async (target: string, options: CommonOptions) => {
+      .argument('<tunnel>', TUNNEL_ARGUMENT, parseTunnelArgument),
+  ).action(async (target: TunnelRef, options: CommonOptions) => {
     exit(io, await stop(io, target, options));
   });
 
@@ -185,7 +199,14 @@ function describeExpiry(summary: TunnelSummary, now: number): string {
   return left > 0 ? `active, expires in ${describeDuration(left)}` : 'active, expiring';
 }
 
-async function list(io: AgentIo, options: CommonOptions & { json: boolean }): Promise<number> {
+/** What a 404 for a named tunnel means to its user. */
+function notOneOfYours(ref: TunnelRef): string {
+  return 'id' in ref
+    ? `none of your tunnels has the id ${ref.id}. See them with: tunnel-broker list`
+    : `none of your live tunnels is "${tunnelRefText(ref)}". See them with: tunnel-broker list`;
+}
+
+async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonOptions & { json: boolean }): Promise<number> {
   let resolved;
   try {
     resolved = await clientFor(io, options);
@@ -193,7 +214,18 @@ async function list(io: AgentIo, options: CommonOptions & { json: boolean }): Pr
     return report(io, error);
   }
   try {
-    const tunnels = await resolved.client.listTunnels();
+    let tunnels: TunnelSummary[];
+    if (target === undefined) {
+      tunnels = await resolved.client.listTunnels();
+    } else {
+      try {
+        tunnels = [await resolved.client.getTunnel(tunnelRefText(target))];
+      } catch (error) {
+        if (!(error instanceof BrokerError && error.gone)) throw error;
+        io.stderr.write(`error: ${notOneOfYours(target)}\n`);
+        return 1;
+      }
+    }
     if (options.json) {
       io.stdout.write(`${JSON.stringify(tunnels, null, 2)}\n`);
       return 0;
@@ -212,21 +244,8 @@ async function list(io: AgentIo, options: CommonOptions & { json: boolean }): Pr
   }
 }
 
-/** The tunnel a user means by an id, a hostname, a URL or a slug. */
-function matchTunnel(tunnels: TunnelSummary[], target: string): TunnelSummary[] {
-  let wanted = target.trim().toLowerCase();
-  if (/^https?:\/\//.test(wanted)) {
-    try {
-      wanted = new URL(wanted).hostname;
-    } catch {
-      // not a URL after all: compare as typed
-    }
-  }
-  wanted = wanted.replace(/\.$/, '');
-  return tunnels.filter((t) => t.id.toLowerCase() === wanted || t.hostname.toLowerCase() === wanted || t.slug.toLowerCase() === wanted);
-}
-
-async function stop(io: AgentIo, target: string, options: CommonOptions): Promise<number> {
+/** One request: the broker resolves the id, hostname or slug (a URL was reduced to its hostname). */
+async function stop(io: AgentIo, target: TunnelRef, options: CommonOptions): Promise<number> {
   let resolved;
   try {
     resolved = await clientFor(io, options);
@@ -235,31 +254,16 @@ async function stop(io: AgentIo, target: string, options: CommonOptions): Promis
   }
   const { client, connection } = resolved;
   try {
-    let tunnel: { id: string; hostname?: string };
-    if (UUID.test(target.trim())) {
-      tunnel = { id: target.trim().toLowerCase() };
-    } else {
-      const matches = matchTunnel(await client.listTunnels(), target);
-      if (matches.length === 0) {
-        io.stderr.write(`error: none of your live tunnels is "${target}". See them with: tunnel-broker list\n`);
-        return 1;
-      }
-      if (matches.length > 1) {
-        io.stderr.write(`error: "${target}" matches ${matches.length} tunnels; give the id:\n${matches.map((m) => `  ${m.id}  ${m.hostname}`).join('\n')}\n`);
-        return 1;
-      }
-      tunnel = matches[0]!;
-    }
     try {
-      await client.deleteTunnel(tunnel.id);
+      await client.deleteTunnel(tunnelRefText(target));
     } catch (error) {
       if (error instanceof BrokerError && error.gone) {
-        io.stderr.write(`error: none of your tunnels has the id ${tunnel.id}. See them with: tunnel-broker list\n`);
+        io.stderr.write(`error: ${notOneOfYours(target)}\n`);
         return 1;
       }
       throw error;
     }
-    io.stdout.write(`Ended ${tunnel.hostname ?? tunnel.id}${tunnel.hostname ? ` (${tunnel.id})` : ''}.\n`);
+    io.stdout.write(`Ended ${tunnelRefText(target)}.\n`);
     return 0;
   } catch (error) {
     return brokerFailure(io, error, connection);

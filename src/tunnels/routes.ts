@@ -7,6 +7,7 @@ import type { Tunnel } from '../generated/prisma/client.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { toEventView } from './tunnel-events.js';
 import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
+import type { TunnelRefResolver } from './tunnel-ref-resolver.js';
 import type { CreatedTunnel, TunnelService } from './tunnel-service.js';
 
 export interface TunnelRoutesOptions {
@@ -16,6 +17,8 @@ export interface TunnelRoutesOptions {
   /** Per user and minute, each route counted on its own (see perUserRateLimit). */
   rateLimits: { createPerMinute: number; readPerMinute: number; deletePerMinute: number };
   heartbeatTokens: HeartbeatTokens;
+  /** GET and DELETE take the tunnel's id, hostname or slug. */
+  tunnelRefs: TunnelRefResolver;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -87,7 +90,7 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
   });
 
   api.get('/:tunnelId', { schema: getTunnelSchema, config: { rateLimit: perUserRateLimit('read', options.rateLimits.readPerMinute) } }, async (request) => {
-    const view = await service.get(request.userId, requireTunnelId(request.params.tunnelId));
+    const view = await service.get(request.userId, await options.tunnelRefs.resolve(request.userId, request.params.tunnelId));
     const body = summary(view.tunnel, view.expiresAt);
     // After get(): only the owner of a live tunnel reaches its history.
     if (request.query.include !== 'events') return body;
@@ -104,13 +107,13 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     const grant = request.heartbeatGrant;
     // Only after the tunnel proved alive: an agent that outlives its token's expiry gets a new one.
     if (grant && options.heartbeatTokens.shouldRenew(grant)) {
-      return { expiresAt: expiresAt.toISOString(), heartbeatToken: options.heartbeatTokens.sign(request.userId, tunnelId) };
+      return { ok: true as const, expiresAt: expiresAt.toISOString(), heartbeatToken: options.heartbeatTokens.sign(request.userId, tunnelId) };
     }
-    return { expiresAt: expiresAt.toISOString() };
+    return { ok: true as const, expiresAt: expiresAt.toISOString() };
   });
 
   api.delete('/:tunnelId', { schema: deleteTunnelSchema, config: { rateLimit: perUserRateLimit('delete', options.rateLimits.deletePerMinute) } }, async (request, reply) => {
-    const id = requireTunnelId(request.params.tunnelId);
+    const id = await options.tunnelRefs.resolve(request.userId, request.params.tunnelId);
     await service.delete(request.userId, id, request.log.child({ tunnelId: id }));
     return reply.code(204).send(null);
   });

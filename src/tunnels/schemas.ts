@@ -5,7 +5,19 @@ import { REQUESTED_SLUG_PATTERN } from './slug.js';
 
 export const TunnelIdParams = Type.Object({
   // Any string: an id that is not a UUID is simply not found.
-  tunnelId: Type.String({ maxLength: 128 }),
+  tunnelId: Type.String({ maxLength: 128, description: "The tunnel's id (`tunnelId` in the create response); not its hostname or slug." }),
+});
+
+/** GET and DELETE also take a hostname or a slug (src/tunnels/tunnel-ref.ts reads it); the heartbeat takes the id only. */
+export const TunnelRefParams = Type.Object({
+  tunnelId: Type.String({
+    // The router's own limit on a path parameter (maxParamLength in src/app.ts).
+    maxLength: 200,
+    description:
+      "One of the caller's tunnels, named by its id, its hostname (`my-app.<TUNNEL_DOMAIN>`; any case, a trailing dot allowed) " +
+      'or its slug (`my-app`). A hostname or slug names a tunnel that has not ended; anything else (another user\'s tunnel, ' +
+      'a hostname outside TUNNEL_DOMAIN) is 404 TUNNEL_NOT_FOUND.',
+  }),
 });
 
 export const CreateTunnelBody = Type.Object(
@@ -92,6 +104,8 @@ export const TunnelDetail = Type.Object({
 });
 
 export const HeartbeatResponse = Type.Object({
+  // Clients written against the published API (rs-tunnel's CLI) require it.
+  ok: Type.Literal(true),
   expiresAt: Timestamp,
   heartbeatToken: Type.Optional(Type.String({
     description: 'Present when the request used a heartbeat token with less than 10 days left: its replacement, to use from now on.',
@@ -119,7 +133,7 @@ export const listTunnelsSchema = {
 
 export const getTunnelSchema = {
   summary: 'Get one of the caller\'s tunnels',
-  params: TunnelIdParams,
+  params: TunnelRefParams,
   querystring: GetTunnelQuery,
   response: { 200: TunnelDetail, ...errorResponses(['INVALID_INPUT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'RATE_LIMITED', 'SERVICE_UNAVAILABLE']) },
 };
@@ -132,7 +146,7 @@ export const heartbeatSchema = {
 
 export const deleteTunnelSchema = {
   summary: 'End a tunnel (idempotent)',
-  params: TunnelIdParams,
+  params: TunnelRefParams,
   response: {
     204: Type.Null({ description: 'Ended' }),
     ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'RATE_LIMITED', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE']),

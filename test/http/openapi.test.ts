@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Value from 'typebox/value';
 import { ERROR_CATALOGUE, ERROR_CODES } from '../../src/errors/catalogue.js';
+import { HeartbeatResponse } from '../../src/tunnels/schemas.js';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { appRoutes } from '../helpers/routes.js';
 
@@ -220,6 +222,27 @@ describe('the OpenAPI document', () => {
     expect(op.responses['201']!.headers).toHaveProperty('idempotent-replayed');
     expect(op.responses['400']!.headers).toHaveProperty('idempotent-replayed');
     expect(op.responses['429']!.headers).not.toHaveProperty('idempotent-replayed');
+  });
+
+  it('answers a heartbeat with `ok: true`, required, as clients written against the published API (rs-tunnel) read it', () => {
+    const body = jsonSchema(doc.paths['/v1/tunnels/{tunnelId}/heartbeat']!.post!, '200');
+    expect(body.properties!.ok).toEqual({ type: 'boolean', enum: [true] });
+    expect(body.required).toEqual(expect.arrayContaining(['ok', 'expiresAt']));
+    // The schema the route serializes with: a body without it, or with `ok: false`, is not a heartbeat answer.
+    const expiresAt = new Date().toISOString();
+    expect(Value.Check(HeartbeatResponse, { ok: true, expiresAt })).toBe(true);
+    expect(Value.Check(HeartbeatResponse, { expiresAt })).toBe(false);
+    expect(Value.Check(HeartbeatResponse, { ok: false, expiresAt })).toBe(false);
+  });
+
+  it('says GET and DELETE take the id, hostname or slug, and the heartbeat the id only', () => {
+    const tunnelParam = (op: Operation) => op.parameters?.find((p) => p.in === 'path' && p.name === 'tunnelId') as { description?: string } | undefined;
+    const item = doc.paths['/v1/tunnels/{tunnelId}']!;
+    for (const [method, op] of [['get', item.get!], ['delete', item.delete!]] as const) {
+      expect(tunnelParam(op)?.description, method).toMatch(/its id, its hostname .*or its slug/);
+      expect(tunnelParam(op)?.description, method).toContain('outside TUNNEL_DOMAIN');
+    }
+    expect(tunnelParam(doc.paths['/v1/tunnels/{tunnelId}/heartbeat']!.post!)?.description).toMatch(/id .*not its hostname or slug/);
   });
 });
 

@@ -65,6 +65,7 @@ describe('the heartbeat token in the create response', () => {
     const { tunnelId, heartbeatToken } = await createTunnel(userId);
     const first = await heartbeat(tunnelId, bearer(heartbeatToken));
     expect(first.statusCode).toBe(200);
+    expect(first.json().ok).toBe(true);
     expect(Date.parse(first.json().expiresAt)).toBeGreaterThan(Date.now());
     // A fresh token is not renewed: the agent keeps using the one it has.
     expect(first.json().heartbeatToken).toBeUndefined();
@@ -205,6 +206,7 @@ describe('renewal', () => {
     const ageing = new HeartbeatTokens(TEST_JWT_SECRET, { ttlSeconds: HEARTBEAT_TOKEN_RENEW_BEFORE_SECONDS - 60 }).sign(userId, tunnelId);
     const res = await heartbeat(tunnelId, bearer(ageing));
     expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ ok: true, expiresAt: expect.any(String) });
     const renewed = res.json().heartbeatToken as string;
     expect(renewed).toEqual(expect.any(String));
     expect(decode(renewed).payload).toMatchObject({ sub: userId, tid: tunnelId, scope: HEARTBEAT_SCOPE });

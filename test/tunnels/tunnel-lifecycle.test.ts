@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { signAccessToken } from '../../src/auth/access-token.js';
 import { makeDue, useTestBroker } from '../helpers/broker.js';
 
 const broker = useTestBroker();
@@ -21,6 +22,8 @@ describe('POST /v1/tunnels/:id/heartbeat', () => {
     const tunnel = await createTunnel(userId);
     const res = await heartbeat(userId, tunnel.tunnelId);
     expect(res.statusCode).toBe(200);
+    // `ok: true` as the published API has it: clients written against it (rs-tunnel's CLI) require it.
+    expect(res.json()).toEqual({ ok: true, expiresAt: expect.any(String) });
     const { expiresAt } = res.json();
     expect(new Date(expiresAt).getTime()).toBeGreaterThanOrEqual(new Date(tunnel.expiresAt).getTime());
     const ttl = await broker.redis.pttl(`hb:${tunnel.tunnelId}`);
@@ -163,5 +166,38 @@ describe('unknown routes', () => {
     const res = await broker.app.inject({ method: 'GET', url: '/v2/nothing' });
     expect(res.statusCode).toBe(404);
     expect(res.json()).toMatchObject({ code: 'NOT_FOUND', message: expect.any(String) });
+  });
+});
+
+describe('routes the broker does not have under /v1', () => {
+  // An older client probes optional routes (rs-tunnel's CLI: POST /v1/tunnels/:id/telemetry)
+  // and turns the feature off on a 404; a 401 would have it retry forever.
+  it('answer 404 NOT_FOUND before authentication: without a token, with a bad one, with a good one', async () => {
+    const userId = user();
+    const tunnel = await createTunnel(userId);
+    const created = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3001 } });
+    const tokens: Record<string, Record<string, string>> = {
+      none: {},
+      bad: { authorization: 'Bearer not-a-jwt' },
+      forged: { authorization: `Bearer ${signAccessToken('another-secret-that-is-at-least-32-characters', userId)}` },
+      good: broker.auth(userId),
+      heartbeat: { authorization: `Bearer ${created.json().heartbeatToken as string}` },
+    };
+    const probes = [
+      { method: 'POST', url: `/v1/tunnels/${tunnel.tunnelId}/telemetry` },
+      { method: 'GET', url: `/v1/tunnels/${tunnel.hostname}/telemetry` },
+      { method: 'POST', url: '/v1/auth/refresh' },
+      { method: 'GET', url: '/v1/nothing' },
+    ] as const;
+    for (const probe of probes) {
+      for (const [which, headers] of Object.entries(tokens)) {
+        const res = await broker.app.inject({ ...probe, headers: { ...headers, 'content-type': 'application/json' }, payload: '{}' });
+        expect(res.statusCode, `${probe.method} ${probe.url} (${which} token)`).toBe(404);
+        expect(res.json(), `${probe.method} ${probe.url} (${which} token)`).toMatchObject({ code: 'NOT_FOUND' });
+        expect(res.headers['www-authenticate']).toBeUndefined();
+      }
+    }
+    // The routes it has still need the token: the 404s above are not auth switched off.
+    expect((await broker.app.inject({ method: 'GET', url: `/v1/tunnels/${tunnel.tunnelId}` })).statusCode).toBe(401);
   });
 });

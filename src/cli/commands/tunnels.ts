@@ -1,11 +1,11 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { isAppError } from '../../errors/catalogue.js';
 import { operatorActor, toEventView } from '../../tunnels/tunnel-events.js';
+import { parseTunnelRef } from '../../tunnels/tunnel-ref.js';
 import type { OperatorTunnelView } from '../../tunnels/tunnel-service.js';
 import { CliError, type CliContext, ExitCode, type GlobalOptions, operatorName, withBroker } from '../context.js';
 import { isoSeconds, json, plural, relative, table } from '../output.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DEFAULT_LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 10_000;
 
@@ -39,7 +39,7 @@ export function registerTunnelCommands(program: Command, context: CliContext): v
       const { logLevel } = command.optsWithGlobals<GlobalOptions>();
       const actor = operatorActor(operatorName(options.as));
       await withBroker(context, { logLevel, needsCloudflare: true }, async (app, config) => {
-        const target = parseTunnelRef(ref, config.tunnels.domain);
+        const target = operatorTarget(ref, config.tunnels.domain);
         const row = await app.tunnels.findForOperator(target);
         if (!row) {
           throw new CliError('id' in target ? `no tunnel with id ${target.id}` : `no live tunnel with hostname ${target.hostname}`, ExitCode.notFound);
@@ -66,12 +66,14 @@ export function registerTunnelCommands(program: Command, context: CliContext): v
     });
 }
 
-/** A UUID is an id; a name with a dot is a hostname; anything else is a slug under TUNNEL_DOMAIN. */
-export function parseTunnelRef(ref: string, domain: string): { id: string } | { hostname: string } {
-  const text = ref.trim().toLowerCase().replace(/\.$/, '');
-  if (UUID.test(text)) return { id: text };
-  if (text === '') throw new CliError('name a tunnel by its id, hostname or slug', ExitCode.usage);
-  return { hostname: text.includes('.') ? text : `${text}.${domain}` };
+/**
+ * What `tunnels end` looks up: an id (any state), or a hostname, a slug being `<slug>.<TUNNEL_DOMAIN>`.
+ * Any hostname, not only TUNNEL_DOMAIN's: an operator may have to end tunnels made under an earlier domain.
+ */
+export function operatorTarget(ref: string, domain: string): { id: string } | { hostname: string } {
+  const parsed = parseTunnelRef(ref);
+  if (parsed === undefined) throw new CliError('name a tunnel by its id, hostname or slug', ExitCode.usage);
+  return 'slug' in parsed ? { hostname: `${parsed.slug}.${domain}` } : parsed;
 }
 
 function parseLimit(text: string): number {
