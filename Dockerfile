@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # tunnel-broker: multi-stage build, production dependencies only, runs as a non-root user.
 
-ARG NODE_VERSION=20.19
+# Node 24 LTS (Node 20 reached end of life in April 2026).
+ARG NODE_VERSION=24
 
 # --- build: install everything, generate the Prisma client, compile TypeScript ---
 FROM node:${NODE_VERSION}-bookworm-slim AS build

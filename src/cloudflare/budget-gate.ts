@@ -25,8 +25,7 @@ export interface BudgetGateOptions {
 /**
  * Where an operation's budget context rides to the fetch: a symbol-keyed field of the SDK's
  * per-request `fetchOptions`, which the SDK spreads into the RequestInit of every attempt
- * and every page of a list. (AsyncLocalStorage would carry it too, but on Node 20 it
- * switches on promise hooks for the whole process, heartbeats included, from its first use.)
+ * and every page of a list: explicit, so each call states the policy it runs under.
  */
 const BUDGET_CONTEXT = Symbol('tunnel-broker.budget-context');
 
