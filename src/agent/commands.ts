@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
+import { isUuid } from '../util/uuid.js';
 import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
 import { locateCloudflared } from './cloudflared.js';
 import { AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
@@ -47,7 +48,6 @@ function exit(io: AgentIo, code: number): void {
 }
 
 const SLUG = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** After a clean stop, whatever handle is still open (a keep-alive socket) must not hold the process up. */
 const EXIT_GRACE_MS = 3_000;
 
@@ -235,7 +235,7 @@ async function stop(io: AgentIo, target: string, options: CommonOptions): Promis
   const { client, connection } = resolved;
   try {
     let tunnel: { id: string; hostname?: string };
-    if (UUID.test(target.trim())) {
+    if (isUuid(target.trim())) {
       tunnel = { id: target.trim().toLowerCase() };
     } else {
       const matches = matchTunnel(await client.listTunnels(), target);

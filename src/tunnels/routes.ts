@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { HeartbeatTokens } from '../auth/heartbeat-token.js';
 import { AppError } from '../errors/catalogue.js';
 import type { Tunnel } from '../generated/prisma/client.js';
+import { isUuid } from '../util/uuid.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { toEventView } from './tunnel-events.js';
 import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
@@ -16,11 +17,9 @@ export interface TunnelRoutesOptions {
   heartbeatTokens: HeartbeatTokens;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** A tunnel id that is not even a UUID names no tunnel. */
 function requireTunnelId(id: string): string {
-  if (!UUID.test(id)) throw new AppError('TUNNEL_NOT_FOUND');
+  if (!isUuid(id)) throw new AppError('TUNNEL_NOT_FOUND');
   return id.toLowerCase();
 }
 

@@ -1,11 +1,11 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { isAppError } from '../../errors/catalogue.js';
 import { operatorActor, toEventView } from '../../tunnels/tunnel-events.js';
+import { isUuid } from '../../util/uuid.js';
 import type { OperatorTunnelView } from '../../tunnels/tunnel-service.js';
 import { CliError, type CliContext, ExitCode, type GlobalOptions, operatorName, withBroker } from '../context.js';
 import { isoSeconds, json, plural, relative, table } from '../output.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DEFAULT_LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 10_000;
 
@@ -69,7 +69,7 @@ export function registerTunnelCommands(program: Command, context: CliContext): v
 /** A UUID is an id; a name with a dot is a hostname; anything else is a slug under TUNNEL_DOMAIN. */
 export function parseTunnelRef(ref: string, domain: string): { id: string } | { hostname: string } {
   const text = ref.trim().toLowerCase().replace(/\.$/, '');
-  if (UUID.test(text)) return { id: text };
+  if (isUuid(text)) return { id: text };
   if (text === '') throw new CliError('name a tunnel by its id, hostname or slug', ExitCode.usage);
   return { hostname: text.includes('.') ? text : `${text}.${domain}` };
 }
