@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Drops the databases and deletes the Redis keys a file leaves behind (see the file).
+    setupFiles: ['test/helpers/cleanup-hooks.ts'],
     // Every test file makes its own database and Redis key prefix, so files run in
     // parallel and in any order.
     pool: 'forks',

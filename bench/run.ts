@@ -32,10 +32,10 @@ import { signAccessToken } from '../src/auth/access-token.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../src/cloudflare/emulator/emulator.js';
 import { withDatabase } from '../src/db/migrate.js';
 import { startPrivateRedis, type PrivateRedis } from '../test/helpers/private-services.js';
+import { deleteKeysUnderPrefix } from '../test/helpers/redis-keys.js';
 import { readProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import { bearerHeaders, type TokenKind } from './lib/tokens.js';
 import {
-  deleteKeysWithPrefix,
   insertTunnels,
   makeTunnels,
   markEpoch,
@@ -340,7 +340,7 @@ async function setUpApi(ctx: Ctx): Promise<ApiSetup> {
   const raw = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   raw.on('error', () => {});
   run.defer('disconnect redis', async () => raw.disconnect());
-  run.defer(`delete redis keys ${prefix}*`, () => deleteKeysWithPrefix(raw, prefix));
+  run.defer(`delete redis keys ${prefix}*`, () => deleteKeysUnderPrefix(raw, prefix));
   const redis = new Redis(REDIS_URL, { keyPrefix: prefix, maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
   run.defer('disconnect redis', async () => redis.disconnect());

@@ -3,10 +3,11 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MIGRATION_NAMES } from './helpers/database.js';
 import { freePort, runTs, runTsToEnd } from './helpers/process.js';
+import { testKeyPrefix } from './helpers/redis-keys.js';
 
 const ADMIN_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const dbName = `tb_server_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
-const prefix = `test:${randomUUID()}:`;
+const prefix = testKeyPrefix();
 
 afterAll(async () => {
   const client = new pg.Client({ connectionString: ADMIN_URL });

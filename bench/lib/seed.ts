@@ -123,23 +123,6 @@ export async function markEpoch(redis: Redis): Promise<void> {
   await redis.set(EPOCH_KEY, `${Date.now()}:bench`);
 }
 
-/**
- * Deletes every key under `prefix` (SCAN + UNLINK). `redis` must have no keyPrefix.
- * Bounded: at most `maxRounds` SCAN calls. Returns the number deleted.
- */
-export async function deleteKeysWithPrefix(redis: Redis, prefix: string, maxRounds = 100_000): Promise<number> {
-  if (prefix.length < 4) throw new Error(`refusing to delete keys under the short prefix ${JSON.stringify(prefix)}`);
-  let cursor = '0';
-  let deleted = 0;
-  for (let round = 0; round < maxRounds; round++) {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length > 0) deleted += await redis.unlink(...keys);
-    cursor = next;
-    if (cursor === '0') break;
-  }
-  return deleted;
-}
-
 export interface UpstreamTarget {
   /** The emulator's API base, …/client/v4 */
   url: string;

@@ -1,5 +1,6 @@
 import { hkdfSync } from 'node:crypto';
 import { createSigner, createVerifier } from 'fast-jwt';
+import { isLowerCaseUuid } from '../util/uuid.js';
 import { isUsableUserId } from './access-token.js';
 import { InvalidTokenError } from './token-errors.js';
 
@@ -30,7 +31,6 @@ export const HEARTBEAT_TOKEN_RENEW_BEFORE_SECONDS = 10 * 86_400;
 const HKDF_SALT = 'tunnel-broker heartbeat-token';
 // Changing the label invalidates every heartbeat token in circulation.
 const HKDF_INFO = 'heartbeat-token/v1/hs256';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** The HMAC key of heartbeat tokens: never JWT_SECRET itself. */
 export function deriveHeartbeatTokenKey(secret: string): Buffer {
@@ -84,7 +84,7 @@ export class HeartbeatTokens {
       throw new InvalidTokenError('The heartbeat token is not valid.', { cause: error });
     }
     const { sub, tid, scope, exp } = claims;
-    if (scope !== HEARTBEAT_SCOPE || !isUsableUserId(sub) || typeof tid !== 'string' || !UUID.test(tid) || typeof exp !== 'number') {
+    if (scope !== HEARTBEAT_SCOPE || !isUsableUserId(sub) || typeof tid !== 'string' || !isLowerCaseUuid(tid) || typeof exp !== 'number') {
       throw new InvalidTokenError('The heartbeat token is not valid.');
     }
     return { userId: sub, tunnelId: tid, expiresAtMs: exp * 1000 };

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
+import { NOW_MS } from '../redis/lua-snippets.js';
 
 /**
  * A request budget shared through Redis by every broker instance: no window of
@@ -41,11 +42,6 @@ export interface WaitOptions extends AcquireOptions {
   maxWaitMs: number;
   signal?: AbortSignal;
 }
-
-const NOW_MS = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`;
 
 // KEYS: the log. ARGV: limit (already net of any reserve), windowMs, member.
 // An entry admitted at s counts while now < s + window, so entries at or before

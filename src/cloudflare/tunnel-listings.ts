@@ -23,6 +23,8 @@ export interface ListedDnsRecord {
   content: string;
   /** ISO 8601, as upstream reported it; null if it did not. */
   createdOn: string | null;
+  /** The record's comment (createDnsRecord writes `tunnel-broker <tunnel name>`); null if none. */
+  comment: string | null;
 }
 
 /**
@@ -85,6 +87,7 @@ export class TunnelListings {
           type: record.type,
           content: typeof record.content === 'string' ? record.content : '',
           createdOn: record.created_on ?? null,
+          comment: typeof record.comment === 'string' && record.comment !== '' ? record.comment : null,
         });
       }
     });

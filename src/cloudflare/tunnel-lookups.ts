@@ -6,9 +6,16 @@ export function tunnelName(config: Pick<CloudflareConfig, 'tunnelNamePrefix'>, r
   return `${config.tunnelNamePrefix}${rowId}`;
 }
 
-/** The broker's mark on each DNS record it makes: names the tunnel (and so the row) it belongs to. */
+/**
+ * What the broker writes as the comment of every DNS record it creates, followed by the
+ * tunnel's name `<TUNNEL_NAME_PREFIX><row id>`. It proves a record is the broker's even once
+ * its tunnel is gone upstream and no row recorded it (the reconciler reads it).
+ */
+export const DNS_RECORD_MARK = 'tunnel-broker ';
+
+/** The broker's mark on one DNS record: names the tunnel (and so the row) it belongs to. */
 export function dnsRecordMark(config: Pick<CloudflareConfig, 'tunnelNamePrefix'>, rowId: string): string {
-  return `tunnel-broker ${tunnelName(config, rowId)}`;
+  return `${DNS_RECORD_MARK}${tunnelName(config, rowId)}`;
 }
 
 /**

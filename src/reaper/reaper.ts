@@ -1,4 +1,5 @@
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
+import { mapWithConcurrency } from '../util/map-with-concurrency.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { type DueClaim, HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
@@ -175,15 +176,4 @@ export class Reaper {
     if (result.claimed > 0 || result.recovered > 0 || result.skipped) this.#log.info({ event: LogEvent.reaperSweep, ...result }, 'reaper sweep');
     return result;
   }
-}
-
-async function mapWithConcurrency<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  });
-  await Promise.all(workers);
 }

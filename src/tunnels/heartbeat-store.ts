@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { NOW_MS, RELEASE_LOCK } from '../redis/lua-snippets.js';
 
 /**
  * Heartbeats live in Redis only. Per tunnel:
@@ -23,10 +24,6 @@ import type { Redis } from 'ioredis';
  * is reaped because Redis forgot it.
  */
 
-const NOW_MS = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`;
 
 // KEYS: hb key, deadlines, epoch, rate key. ARGV: tunnelId, ownerId, ttlMs, max per window, windowMs.
 // Returns the new deadline; -1 unknown/lapsed/not the owner's; -2 the key space was lost;
@@ -119,11 +116,6 @@ end
 return (#ARGV - 3) / 2
 `;
 
-// KEYS: lock. ARGV: token.
-const RELEASE_LOCK = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
 
 interface HeartbeatCommands {
   tbTouch(hbKey: string, deadlines: string, epoch: string, rateKey: string, id: string, owner: string, ttlMs: number, maxPerWindow: number, windowMs: number): Promise<number | [number]>;

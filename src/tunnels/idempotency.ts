@@ -4,6 +4,7 @@ import { AppError } from '../errors/catalogue.js';
 import { errorBody, toAppError } from '../errors/error-handler.js';
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
+import { RELEASE_LOCK, RENEW_LOCK } from '../redis/lua-snippets.js';
 import type { CreateTunnelInput } from './tunnel-service.js';
 
 /**
@@ -58,18 +59,6 @@ const COMPLETE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
-`;
-
-// KEYS: the key. ARGV: our pending marker, its TTL (ms). 1 if renewed.
-const RENEW = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-`;
-
-// KEYS: the key. ARGV: our pending marker. 1 if released.
-const RELEASE = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
 `;
 
 interface IdempotencyCommands {
@@ -164,8 +153,8 @@ export class IdempotencyStore {
     if (!commands.tbIdemClaim) {
       redis.defineCommand('tbIdemClaim', { numberOfKeys: 1, lua: CLAIM });
       redis.defineCommand('tbIdemComplete', { numberOfKeys: 1, lua: COMPLETE });
-      redis.defineCommand('tbIdemRelease', { numberOfKeys: 1, lua: RELEASE });
-      redis.defineCommand('tbIdemRenew', { numberOfKeys: 1, lua: RENEW });
+      redis.defineCommand('tbIdemRelease', { numberOfKeys: 1, lua: RELEASE_LOCK });
+      redis.defineCommand('tbIdemRenew', { numberOfKeys: 1, lua: RENEW_LOCK });
     }
     this.#redis = redis as Redis & IdempotencyCommands;
     this.#encryptionKey = Buffer.from(hkdfSync('sha256', options.secret, HKDF_SALT, ENCRYPTION_INFO, 32));

@@ -4,6 +4,7 @@ import type { HeartbeatTokens } from '../auth/heartbeat-token.js';
 import { AppError } from '../errors/catalogue.js';
 import { perUserRateLimit } from '../plugins/rate-limit.js';
 import type { Tunnel } from '../generated/prisma/client.js';
+import { isUuid } from '../util/uuid.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { toEventView } from './tunnel-events.js';
 import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
@@ -21,11 +22,9 @@ export interface TunnelRoutesOptions {
   tunnelRefs: TunnelRefResolver;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** A tunnel id that is not even a UUID names no tunnel. */
 function requireTunnelId(id: string): string {
-  if (!UUID.test(id)) throw new AppError('TUNNEL_NOT_FOUND');
+  if (!isUuid(id)) throw new AppError('TUNNEL_NOT_FOUND');
   return id.toLowerCase();
 }
 

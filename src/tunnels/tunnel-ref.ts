@@ -1,10 +1,11 @@
+import { isLowerCaseUuid } from '../util/uuid.js';
+
 /**
  * How people and clients name a tunnel: by its id, its hostname or its slug. One reading for
  * the API (GET and DELETE /v1/tunnels/:tunnelId), the operator CLI (`tunnels end`) and the
  * agent (`stop`, `list`), so a name that works in one works in all.
  */
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const URL_PREFIX = /^https?:\/\//;
 
 export type TunnelRef = { id: string } | { hostname: string } | { slug: string };
@@ -25,7 +26,7 @@ export function parseTunnelRef(text: string): TunnelRef | undefined {
   }
   ref = ref.replace(/\.$/, '');
   if (ref === '') return undefined;
-  if (UUID.test(ref)) return { id: ref };
+  if (isLowerCaseUuid(ref)) return { id: ref };
   return ref.includes('.') ? { hostname: ref } : { slug: ref };
 }
 

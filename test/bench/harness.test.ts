@@ -4,12 +4,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFloor } from '../../bench/floor-server.js';
 import { summariseProfile, type CpuProfile } from '../../bench/lib/profile.js';
-import { DEADLINES_KEY, deleteKeysWithPrefix, insertTunnels, makeTunnels, markEpoch, seedLiveState, setDeadlines } from '../../bench/lib/seed.js';
+import { DEADLINES_KEY, insertTunnels, makeTunnels, markEpoch, seedLiveState, setDeadlines } from '../../bench/lib/seed.js';
 import { fmt, markdownTable, median, percentile, ratio, textTable } from '../../bench/lib/stats.js';
 import { signAccessToken } from '../../src/auth/access-token.js';
 import { HeartbeatStore } from '../../src/tunnels/heartbeat-store.js';
-import { REDIS_URL, TEST_JWT_SECRET } from '../helpers/broker.js';
+import { TEST_JWT_SECRET } from '../helpers/broker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { REDIS_URL, testKeyPrefix } from '../helpers/redis-keys.js';
 
 // `npm run bench` is not part of `npm test`; this checks that its pure parts and its seeding
 // still fit the broker, so the benchmark does not silently measure nothing.
@@ -58,16 +59,13 @@ describe('bench statistics and tables', () => {
 describe('bench seeding', () => {
   let db: TestDatabase;
   let redis: Redis;
-  const prefix = `test:bench:${randomUUID()}:`;
+  const prefix = testKeyPrefix('bench');
 
   beforeAll(async () => {
     db = await createTestDatabase();
     redis = new Redis(REDIS_URL, { keyPrefix: prefix, maxRetriesPerRequest: 1 });
   });
   afterAll(async () => {
-    const raw = new Redis(REDIS_URL);
-    await deleteKeysWithPrefix(raw, prefix).catch(() => {});
-    raw.disconnect();
     redis?.disconnect();
     await db?.drop();
   });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCloudflareClient } from '../../src/cloudflare/cloudflare-client.js';
-import type { ReconcileReport } from '../../src/reconcile/reconciler.js';
+import type { ReconcileReport } from '../../src/reconcile/reconcile-report.js';
 import { startTestBroker, TEST_DOMAIN, type TestBroker } from '../helpers/broker.js';
 import { CLI_TEST_TIMEOUT_MS, cliEnv, cliRunner } from '../helpers/cli.js';
 

@@ -385,6 +385,19 @@ describe('dns records', () => {
     expect(plain.body.result.map((r: { name: string }) => r.name)).toEqual(['two.tunnels.localhost']);
   });
 
+  it('keeps a record\'s comment: returned by create, get and list, and kept by an edit that leaves it out', async () => {
+    const cf = sdk();
+    const comment = 'tunnel-broker tb-4f0c2d5e-8b1a-4c3d-9e7f-0a1b2c3d4e5f';
+    const rec = await cf.dns.records.create({ zone_id: emu.zoneId, type: 'CNAME', name: 'marked.tunnels.localhost', content: 'abc.cfargotunnel.com', proxied: true, ttl: 1, comment });
+    expect(rec.comment).toBe(comment);
+    expect((await cf.dns.records.get(rec.id!, { zone_id: emu.zoneId })).comment).toBe(comment);
+    const listed = async () => (await cf.dns.records.list({ zone_id: emu.zoneId, type: 'CNAME' })).result.find((r) => r.id === rec.id)?.comment;
+    expect(await listed()).toBe(comment);
+
+    await cf.dns.records.edit(rec.id!, { zone_id: emu.zoneId, type: 'CNAME', name: 'marked.tunnels.localhost', content: 'def.cfargotunnel.com', ttl: 1 });
+    expect(await listed()).toBe(comment);
+  });
+
   it('list paginates DNS records over more than one page', async () => {
     for (let i = 0; i < 12; i++) await cname(`r${i}.tunnels.localhost`);
     const seen: string[] = [];

@@ -2,26 +2,22 @@
  * The shared Cloudflare request budget, against real Redis. Several RequestBudget
  * instances on one key space with their own connections stand for several brokers.
  */
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_REQUEST_BUDGET_KEY, RequestBudget } from '../../src/cloudflare/request-budget.js';
-import { REDIS_URL } from '../helpers/broker.js';
+import { REDIS_URL, testKeyPrefix } from '../helpers/redis-keys.js';
 
 const clients: Redis[] = [];
 
 /** A fresh key space, and `instances` clients on it (one per simulated broker). */
 function keySpace(instances = 1): Redis[] {
-  const prefix = `test:${randomUUID()}:`;
+  const prefix = testKeyPrefix();
   const made = Array.from({ length: instances }, () => new Redis(REDIS_URL, { keyPrefix: prefix }));
   clients.push(...made);
   return made;
 }
 
-afterEach(async () => {
-  for (const client of clients) await client.del(DEFAULT_REQUEST_BUDGET_KEY);
-});
 afterAll(() => {
   for (const client of clients) client.disconnect();
 });

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
 import { signAccessToken } from '../../src/auth/access-token.js';
-import { REDIS_URL, TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
+import { TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
 import { freePort, runTs, type RunningProcess } from './process.js';
+import { REDIS_URL } from './redis-keys.js';
 
 export interface BrokerProcess {
   name: string;
@@ -42,7 +43,13 @@ export async function spawnBroker(options: BrokerProcessOptions): Promise<Broker
     LOG_LEVEL: 'info',
     ...options.env,
   });
-  await proc.waitFor(/tunnel broker ready/, 30_000);
+  try {
+    await proc.waitFor(/tunnel broker ready/, 30_000);
+  } catch (error) {
+    // A broker still starting would go on to migrate (even re-create) the database and write to Redis.
+    await proc.stop('SIGKILL');
+    throw error;
+  }
   const baseUrl = `http://127.0.0.1:${port}`;
   return {
     name: options.name ?? `broker-${randomUUID().slice(0, 4)}`,

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
@@ -10,10 +9,10 @@ import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/clou
 import { type Config, loadConfig } from '../../src/config/env.js';
 import { loggerOptions } from '../../src/logging/logger.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
+import { deleteKeysUnderPrefix, REDIS_URL, testKeyPrefix } from './redis-keys.js';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
 export const TEST_DOMAIN = 'tunnels.test';
-export const REDIS_URL = 'redis://127.0.0.1:6379';
 
 /** Every log line the app wrote, parsed, plus the raw text (for redaction checks). */
 export class LogCapture extends Writable {
@@ -83,7 +82,7 @@ export function useTestBroker(options: TestBrokerOptions = {}): TestBroker {
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const db = options.shared?.db ?? options.db ?? (await createTestDatabase());
   const emulator = options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
-  const keyPrefix = options.shared?.redisKeyPrefix ?? `test:${randomUUID()}:`;
+  const keyPrefix = options.shared?.redisKeyPrefix ?? testKeyPrefix();
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
@@ -121,25 +120,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     async close() {
       await app.close();
       if (!options.shared) {
-        await deleteKeys(redis, keyPrefix).catch(() => {});
+        // A private Redis may be stopped by now; on the shared one, cleanup-hooks.ts checks this again.
+        await deleteKeysUnderPrefix(redis, keyPrefix).catch(() => {});
         await emulator.close();
         if (!options.db) await db.drop();
       }
       redis.disconnect();
     },
   };
-}
-
-/** Deletes every key under the prefix: what a Redis flush looks like to one broker. */
-export async function deleteKeys(redis: Redis, keyPrefix: string): Promise<void> {
-  // SCAN patterns are not prefixed by ioredis; the DEL arguments are, so strip it.
-  let cursor = '0';
-  for (let i = 0; i < 10_000; i++) {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 500);
-    if (keys.length > 0) await redis.del(...keys.map((k) => k.slice(keyPrefix.length)));
-    cursor = next;
-    if (cursor === '0') return;
-  }
 }
 
 /** Polls `check` until it returns a truthy value or the deadline passes. */

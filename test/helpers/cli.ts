@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import type { TestBroker } from './broker.js';
-import { REDIS_URL, TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
-import { childEnv, REPO_ROOT } from './process.js';
+import { TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
+import { childEnv, REPO_ROOT, trackChild } from './process.js';
+import { REDIS_URL } from './redis-keys.js';
 
 /** Each CLI run starts Node, tsx and the broker's modules; tests running several get this long. */
 export const CLI_TEST_TIMEOUT_MS = 300_000;
@@ -39,7 +40,7 @@ export function cliRunner(maxConcurrent = 2): RunCli {
 
 function spawnCli(args: string[], env: Record<string, string>, options: { entry?: string[]; timeoutMs?: number }): Promise<CliRun> {
   const entry = options.entry ?? ['--import', 'tsx', 'src/cli/main.ts'];
-  const child = spawn(process.execPath, [...entry, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = trackChild(spawn(process.execPath, [...entry, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
 import { startTestBroker, TEST_DOMAIN, type TestBroker } from './broker.js';
 import { spawnBroker, type BrokerProcess } from './broker-process.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
+import { testKeyPrefix } from './redis-keys.js';
 
 /**
  * Several brokers on one database, one Redis key space and one Cloudflare (emulator):
@@ -22,7 +22,7 @@ export interface Cluster {
 export async function startCluster(env: Record<string, string>, options: { survivorReaper?: boolean } = {}): Promise<Cluster> {
   const db = await createTestDatabase();
   const emulator = await startCloudflareEmulator({ zoneName: TEST_DOMAIN });
-  const prefix = `test:${randomUUID()}:`;
+  const prefix = testKeyPrefix();
   const survivor = await startTestBroker({ env, shared: { db, emulator, redisKeyPrefix: prefix }, startReaper: options.survivorReaper ?? true });
   const processes: BrokerProcess[] = [];
   return {

@@ -15,6 +15,8 @@ export interface TestDatabase {
 const DEFAULT_BASE_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
 const TEMPLATE_PREFIX = 'tb_tpl_';
+/** The databases this test file made and has not dropped yet (each file has its own module registry). */
+const undropped = new Set<TestDatabase>();
 
 /** The names of the migrations in prisma/migrations, in the order they apply. */
 export const MIGRATION_NAMES: readonly string[] = readdirSync(MIGRATIONS_DIR, { withFileTypes: true })
@@ -33,11 +35,11 @@ const TEMPLATE_LOCK_KEY = 0x7462_7470; // "tbtp"
  * Cloning is ~10x faster than migrating (see the measurements in the report that came
  * with this file), so the migrations run once into a template database named after a
  * hash of prisma/migrations — edit a migration and the next run builds a new template
- * instead of cloning a stale one. Old templates are deliberately left alone: another
- * checkout (a branch, a worktree) sharing this server may still be cloning its own.
- * Neither they nor the databases of killed test processes are cleaned up; drop
- * `tb_tpl_*` (after `ALTER DATABASE ... IS_TEMPLATE false`) and `tb_test_*` by hand
- * whenever no test is running.
+ * instead of cloning a stale one. The template stays between runs, as a cache; old ones
+ * are deliberately left alone too: another checkout (a branch, a worktree) sharing this
+ * server may still be cloning its own. Every tb_test_* database is dropped by its test file
+ * (at the latest by the shared hook in cleanup-hooks.ts); only a test process that is
+ * killed leaves one. README's Tests section says how to clear those and old templates.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const baseUrl = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL;
@@ -45,7 +47,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const name = `tb_test_${randomBytes(6).toString('hex')}`;
   await withClient(baseUrl, (client) => client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE ${quoteIdent(template)}`));
   let dropped = false;
-  return {
+  const db: TestDatabase = {
     url: withDatabase(baseUrl, name),
     name,
     async drop() {
@@ -53,8 +55,22 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       dropped = true;
       // WITH (FORCE) (PostgreSQL 13+) terminates sessions a test forgot to close.
       await withClient(baseUrl, (client) => client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`));
+      undropped.delete(db);
     },
   };
+  undropped.add(db);
+  return db;
+}
+
+/** Drops every database this test file made and did not drop (test/helpers/cleanup-hooks.ts runs it last). */
+export async function dropTestDatabases(): Promise<void> {
+  for (const db of [...undropped]) await db.drop();
+}
+
+/** Whether a database of that name exists on the test server. */
+export async function databaseExists(name: string): Promise<boolean> {
+  const baseUrl = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL;
+  return withClient(baseUrl, async (client) => (await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1);
 }
 
 async function ensureTemplate(baseUrl: string): Promise<string> {

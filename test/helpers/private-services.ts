@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { runMigrations } from '../../src/db/migrate.js';
 import { startTestBroker, type TestBroker, type TestBrokerOptions } from './broker.js';
-import { freePort } from './process.js';
+import { freePort, trackService } from './process.js';
 
 const run = promisify(execFile);
 
@@ -54,12 +54,14 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     await until(ping, `redis on ${port}`);
   };
   const stop = async () => {
-    if (!child || child.exitCode !== null) return;
+    // Killed by a signal, a child has no exit code: without signalCode a second stop would wait forever.
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child!.once('exit', r));
     child.kill('SIGKILL');
     await exited;
   };
   await start();
+  trackService(stop);
   return { url, port, start, stop, close: stop };
 }
 
@@ -104,17 +106,14 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     if (!existsSync(join(data, 'postmaster.pid'))) return;
     await exec('pg_ctl', ['-D', data, '-w', '-m', 'immediate', 'stop']);
   };
-  await start();
-  return {
-    port,
-    url,
-    start,
-    stop,
-    async close() {
-      await stop().catch(() => {});
-      rmSync(dir, { recursive: true, force: true });
-    },
+  const close = async () => {
+    await stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
   };
+  // Registered before the first start, so a start that fails still has its directory removed.
+  trackService(close);
+  await start();
+  return { port, url, start, stop, close };
 }
 
 /**

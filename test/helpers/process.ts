@@ -1,8 +1,47 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { withTimeout } from '../../src/util/with-timeout.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** How long a killed child may take to exit before the clean-up gives up on it. */
+const KILL_WAIT_MS = 10_000;
+
+/** Children this test file started that have not exited (each file has its own module registry). */
+const children = new Set<ChildProcess>();
+/** How to shut the servers this file started (private PostgreSQL and Redis); each is idempotent. */
+const services = new Set<() => Promise<void>>();
+
+/**
+ * Registers a child process, so that if a test fails before stopping it (a start that timed
+ * out, an assertion between spawn and stop), cleanup-hooks.ts kills it rather than leave it
+ * running on the file's database and Redis prefix after they are cleaned up.
+ */
+export function trackChild<T extends ChildProcess>(child: T): T {
+  if (child.exitCode === null && child.signalCode === null) {
+    children.add(child);
+    child.once('exit', () => children.delete(child));
+  }
+  return child;
+}
+
+/** Registers how to shut a server a test started; cleanup-hooks.ts calls it when the file ends. */
+export function trackService(close: () => Promise<void>): void {
+  services.add(close);
+}
+
+/** SIGKILLs every child this file left running and waits for each to exit, then shuts its servers. */
+export async function stopLeftoverProcesses(): Promise<void> {
+  // Bounded, so one that will not die cannot use up the hook's time; the rest are still shut.
+  await Promise.all([...children].map(async (child) => {
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await withTimeout(exited, KILL_WAIT_MS).catch(() => {});
+  }));
+  for (const close of services) await withTimeout(close(), KILL_WAIT_MS).catch(() => {});
+  services.clear();
+}
 
 /** A port that was free a moment ago, on loopback. */
 export function freePort(): Promise<number> {
@@ -32,7 +71,7 @@ export interface RunningProcess {
 
 /** Runs a TypeScript entry point of this repo with tsx, as `npm start` would. */
 export function runTs(entry: string, args: string[], env: Record<string, string>): RunningProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = trackChild(spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   const listeners = new Set<() => void>();
   const onData = (chunk: Buffer) => {

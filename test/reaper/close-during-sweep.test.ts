@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import { createPrismaClient } from '../../src/plugins/prisma.js';
-import { deleteKeys, startTestBroker } from '../helpers/broker.js';
+import { startTestBroker } from '../helpers/broker.js';
+import { deleteKeysUnderPrefix } from '../helpers/redis-keys.js';
 import { waitForNewRequest } from '../helpers/cluster.js';
 
 it('closing the app (as SIGTERM does) lets the running sweep finish before the pools close', async () => {
@@ -35,7 +36,7 @@ it('closing the app (as SIGTERM does) lets the running sweep finish before the p
     if (!closed) await broker.app.close();
     await broker.emulator.close();
     await broker.db.drop();
-    await deleteKeys(broker.redis, broker.config.redis.keyPrefix);
+    await deleteKeysUnderPrefix(broker.redis, broker.config.redis.keyPrefix);
     broker.redis.disconnect();
   }
 });

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCloudflareClient } from '../../src/cloudflare/cloudflare-client.js';
-import { Reconciler, type ReconcileReport, type ReconcilerOptions } from '../../src/reconcile/reconciler.js';
+import { RECONCILE_LOCK_KEY as LOCK_KEY } from '../../src/reconcile/reconcile-lock.js';
+import type { ReconcileReport } from '../../src/reconcile/reconcile-report.js';
+import { Reconciler, type ReconcilerOptions } from '../../src/reconcile/reconciler.js';
 import { eventually, startTestBroker, TEST_DOMAIN, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 
 const PREFIX = 'tb-';
-const LOCK_KEY = 'reconcile:lock';
 
 const brokers: TestBroker[] = [];
 afterEach(async () => {
@@ -45,9 +46,12 @@ function upstream(b: TestBroker) {
       const t = await client.zeroTrust.tunnels.cloudflared.create({ account_id: b.emulator.accountId, name, config_src: 'cloudflare' });
       return t.id!;
     },
-    async cname(name: string, target: string): Promise<string> {
-      const r = await client.dns.records.create({ zone_id: b.emulator.zoneId, type: 'CNAME', name, content: target, proxied: true, ttl: 1 });
+    async cname(name: string, target: string, comment?: string): Promise<string> {
+      const r = await client.dns.records.create({ zone_id: b.emulator.zoneId, type: 'CNAME', name, content: target, proxied: true, ttl: 1, comment });
       return r.id!;
+    },
+    async deleteTunnel(cfTunnelId: string): Promise<void> {
+      await client.zeroTrust.tunnels.cloudflared.delete(cfTunnelId, { account_id: b.emulator.accountId });
     },
     async txt(name: string): Promise<string> {
       const r = await client.dns.records.create({ zone_id: b.emulator.zoneId, type: 'TXT', name, content: 'hello', ttl: 1 });
@@ -224,6 +228,57 @@ describe('ownership', () => {
       expect(deletesOf(b, 'tunnel.connections.delete', id)).toEqual([]);
     }
     expect(b.emulator.requests.filter((r) => r.endpoint === 'dns.delete').map((r) => r.path)).toEqual([expect.stringContaining(ours.dnsRecordId!)]);
+  });
+});
+
+describe("the broker's mark on a DNS record", () => {
+  const mark = (rowId: string, prefix = PREFIX) => `tunnel-broker ${prefix}${rowId}`;
+
+  it('removes a record it marked for a row that ended or is gone, pointing at a tunnel that no longer exists, which frees the slug; look-alike marks stay', async () => {
+    const b = await broker();
+    // Two creates whose records outlived their tunnels, and that nothing in the database ties
+    // to them any more: one row was deleted (retention), the other never recorded its upstream ids.
+    const purged = await createViaApi(b);
+    const unrecorded = await createViaApi(b);
+    for (const t of [purged, unrecorded]) await upstream(b).deleteTunnel(t.cfTunnelId);
+    await b.app.prisma.tunnel.delete({ where: { id: purged.row.id } });
+    await b.app.prisma.tunnel.update({
+      where: { id: unrecorded.row.id },
+      data: { status: 'ended', endReason: 'create_failed', endedAt: new Date(), cfTunnelId: null, dnsRecordId: null },
+    });
+    // The slug is lost while the record stays: a create of it meets a record that is not its own.
+    const retry = () => b.app.inject({ method: 'POST', url: '/v1/tunnels', headers: b.auth(purged.userId), payload: { port: 3000, requestedSlug: purged.row.slug } });
+    expect((await retry()).statusCode).toBe(502);
+    const lookAlikes = await Promise.all([
+      mark('not-a-uuid'),
+      mark(randomUUID(), 'other-'),
+      mark(randomUUID().toUpperCase()),
+    ].map((comment) => upstream(b).cname(`${label()}.${b.config.tunnels.domain}`, target(randomUUID()), comment)));
+
+    const report = await reconciler(b).reconcile();
+
+    expect(report.removed).toEqual(expect.arrayContaining([
+      expect.objectContaining({ id: purged.dnsRecordId, reason: 'no_row', rowId: purged.row.id }),
+      expect.objectContaining({ id: unrecorded.dnsRecordId, reason: 'row_ended', rowId: unrecorded.row.id }),
+    ]));
+    expect(report.removed).toHaveLength(2);
+    for (const id of lookAlikes) expect(skippedAs(report, id)).toBe('foreign_tunnel');
+    expect(recordIds(b)).toEqual(new Set(lookAlikes));
+    const audit = await b.app.prisma.tunnelEvent.findMany({ where: { tunnelId: unrecorded.row.id, type: 'orphan_removed' } });
+    expect(audit.map((e) => e.details)).toEqual([expect.objectContaining({ resource: 'dns_record', id: unrecorded.dnsRecordId })]);
+    expect((await retry()).statusCode).toBe(201);
+  });
+
+  it('keeps a record marked for a live row, even one pointing at a tunnel it cannot otherwise prove is ours', async () => {
+    const b = await broker();
+    const live = await createViaApi(b);
+    const marked = await upstream(b).cname(`${label()}.${b.config.tunnels.domain}`, target(randomUUID()), mark(live.row.id));
+
+    const report = await reconciler(b).reconcile();
+
+    expect(skippedAs(report, marked)).toBe('live_row');
+    expect(report.removed).toEqual([]);
+    expect(recordIds(b)).toEqual(new Set([live.dnsRecordId, marked]));
   });
 });
 

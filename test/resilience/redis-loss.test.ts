@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deleteKeys, eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { deleteKeysUnderPrefix } from '../helpers/redis-keys.js';
 import { startPrivateRedis, type PrivateRedis } from '../helpers/private-services.js';
 
 const TTL_SECONDS = 2;
@@ -49,7 +50,7 @@ describe('Redis flushed (the broker key space comes back empty)', () => {
     const beats = keepAlive(broker, userId, alive);
     try {
       const rebuildsBefore = broker.logs.events('heartbeat_state.rebuilt').length;
-      await deleteKeys(broker.redis, broker.config.redis.keyPrefix);
+      await deleteKeysUnderPrefix(broker.redis, broker.config.redis.keyPrefix);
       const flushedAt = Date.now();
 
       // Noticed without any heartbeat needed: the reaper's next sweep rebuilds.
@@ -77,7 +78,7 @@ describe('Redis flushed (the broker key space comes back empty)', () => {
     const id = await createTunnel(broker, userId);
     await broker.app.reaper!.stop();
     try {
-      await deleteKeys(broker.redis, broker.config.redis.keyPrefix);
+      await deleteKeysUnderPrefix(broker.redis, broker.config.redis.keyPrefix);
       const res = await heartbeat(broker, userId, id);
       // Either it saw the loss (503) or the rebuild it triggered already finished (200).
       expect([200, 503]).toContain(res.statusCode);

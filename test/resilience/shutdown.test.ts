@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
 import { createPrismaClient } from '../../src/plugins/prisma.js';
 import { TEST_DOMAIN } from '../helpers/broker.js';
 import { spawnBroker } from '../helpers/broker-process.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { testKeyPrefix } from '../helpers/redis-keys.js';
 
 let db: TestDatabase;
 let emulator: CloudflareEmulator;
@@ -18,7 +18,7 @@ afterAll(async () => {
 });
 
 it('SIGTERM finishes the in-flight create, refuses new connections, closes the pools and exits 0', async () => {
-  const broker = await spawnBroker({ databaseUrl: db.url, emulator, redisKeyPrefix: `test:${randomUUID()}:` });
+  const broker = await spawnBroker({ databaseUrl: db.url, emulator, redisKeyPrefix: testKeyPrefix() });
   // Slow upstream: the create is mid-flight when the signal arrives.
   emulator.injectFault({ endpoint: 'tunnel.create', kind: 'latency', latencyMs: 1500, times: 1 });
   const inFlight = broker.request('POST', '/v1/tunnels', { userId: 'alice', body: { port: 3000 } });

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ReconcileEntry, ReconcileReport } from '../../reconcile/reconciler.js';
+import type { ReconcileEntry, ReconcileReport } from '../../reconcile/reconcile-report.js';
 import { CliError, type CliContext, type GlobalOptions, withBroker } from '../context.js';
 import { json, plural, table } from '../output.js';
 
