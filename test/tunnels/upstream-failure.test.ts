@@ -89,7 +89,7 @@ describe('a Cloudflare failure during DELETE', () => {
       expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ending' });
 
       // The retry the answer promises: the reaper finishes the end.
-      await broker.redis.zadd('deadlines', 0, id);
+      await makeDue(broker, id);
       await broker.app.reaper!.sweep();
       expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ended' });
     });
