@@ -3,8 +3,8 @@ import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.j
 import { locateCloudflared } from './cloudflared.js';
 import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
 import { ConnectSession } from './connect.js';
-import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
 import { parseTunnelRef, type TunnelRef, tunnelRefText } from './generated/tunnel-ref.js';
+import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
 import { type OutputStream, StatusLine } from './status-line.js';
 import { readToken, type TokenInput } from './token-input.js';
 
@@ -65,8 +65,20 @@ function report(io: AgentIo, error: unknown): number {
   throw error;
 }
 
+/** The real process's. stdin is opened only when read (by `login`): touching process.stdin sets it up. */
+function processIo(): AgentIo {
+  return {
+    env: process.env,
+    get stdin() {
+      return process.stdin;
+    },
+    stdout: process.stdout,
+    stderr: process.stderr,
+  };
+}
+
 /** `connect`, `list`, `stop` and `login`: the developer's side of the broker, as the `tunnel` bin. */
-export function registerAgentCommands(program: Command, io: AgentIo = { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Command {
+export function registerAgentCommands(program: Command, io: AgentIo = processIo()): Command {
   withConnectionOptions(
     program
       .command('connect')
