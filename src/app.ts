@@ -44,6 +44,8 @@ export interface BuildAppOptions {
   startReaper?: boolean;
   /** Start the reconciler's timer when the app is ready (default: as startReaper). */
   startReconciler?: boolean;
+  /** Rebuild Redis's heartbeat state from PostgreSQL when the app is ready (default true; the OpenAPI script, which only reads the routes, needs no tables). */
+  restoreHeartbeats?: boolean;
   /** JWKS fetch tuning for JWT_JWKS_URL (tests shorten the intervals and drive the clock). */
   jwks?: JwksTuning;
   /** Heartbeat-token lifetime and renewal window (default 30 days, renewed in the last 10). */
@@ -131,9 +133,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       instance.decorate('heartbeats', heartbeats);
       instance.decorate('tunnels', service);
       // A Redis that is new or came back empty is rebuilt from PostgreSQL before serving.
-      instance.addHook('onReady', async () => {
-        await service.restoreHeartbeatState();
-      });
+      if (options.restoreHeartbeats ?? true) {
+        instance.addHook('onReady', async () => {
+          await service.restoreHeartbeatState();
+        });
+      }
       const runsReaper = config.role !== 'api';
       const reaper = runsReaper
         ? new Reaper({ service, heartbeats, logger: instance.log.child({ component: 'reaper' }), intervalMs: config.reaper.intervalSeconds * 1000, observer: metrics })
@@ -162,7 +166,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     }, { name: 'tunnels', dependencies: ['prisma', 'redis', 'cloudflare'] }),
   );
 
-  app.get('/healthz', { schema: { hide: false, summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { schema: { hide: false, operationId: 'getLiveness', summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
 
   if (config.role !== 'reaper') {
     await app.register(tunnelRoutes, {

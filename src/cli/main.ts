@@ -3,8 +3,8 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { agentIo, registerAgentCommands } from '../agent/commands.js';
 import { isAppError } from '../errors/catalogue.js';
+import { registerAgentMovedCommands } from './commands/agent-moved.js';
 import { registerDbCommands } from './commands/db.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerReconcileCommand } from './commands/reconcile.js';
@@ -27,11 +27,8 @@ export const COMMANDS: readonly CommandRegistrar[] = [
   registerReconcileCommand,
   registerDoctorCommand,
   registerDbCommands,
-  // The developer's side (connect, list, stop, login): a client of the HTTP API, with no server
-  // modules, so its exit codes come back through this callback rather than CliError.
-  (program, context) => registerAgentCommands(program, agentIo(context, (code) => {
-    throw new CliError('', code);
-  })),
+  // The developer's side is the agent's own bin now (`tunnel`, packages/agent): directions only.
+  registerAgentMovedCommands,
 ];
 
 export function buildProgram(context: CliContext, registrars: readonly CommandRegistrar[] = COMMANDS): Command {

@@ -37,6 +37,7 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest();
 const BEARER = /^Bearer +(\S+) *$/i;
 
 export const metricsRouteSchema = {
+  operationId: 'getMetrics',
   summary: 'Prometheus metrics',
   description:
     'Prometheus text exposition of this process: tunnels by status, creates, heartbeats, reaps, Cloudflare calls and budget, ' +

@@ -146,21 +146,11 @@ export const openapiPlugin = fp(
           { name: 'tunnels', description: "A developer's tunnels (bearer access token)." },
           { name: 'operations', description: 'Health, readiness and metrics, for operators and orchestrators.' },
         ],
-        components: {
-          securitySchemes: SECURITY_SCHEMES,
-          schemas: {
-            ErrorResponse: {
-              type: 'object',
-              description: 'The body of every error response.',
-              required: ['code', 'message'],
-              properties: {
-                code: { type: 'string', enum: [...ERROR_CODES], description: 'A stable, machine-readable error code.' },
-                message: { type: 'string', description: 'A human-readable explanation.' },
-                details: { type: 'object', additionalProperties: true },
-              },
-            },
-          },
-        },
+        // Relative: the broker that serves this document (GET /docs/json) is the one it describes.
+        servers: [{ url: '/', description: 'This broker: the origin that serves this document.' }],
+        // Only what operations reference: each error response lists its own codes, and the
+        // description above has the full table.
+        components: { securitySchemes: SECURITY_SCHEMES },
       },
       transform: ({ schema, url, route }) => {
         // A prefix's own `/` route (POST /v1/tunnels/) also answers without the slash, which is

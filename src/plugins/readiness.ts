@@ -22,6 +22,7 @@ const CheckResultSchema = Type.Union([Type.Literal('ok'), Type.Literal('unavaila
 const Checks = Type.Object({ postgres: CheckResultSchema, redis: CheckResultSchema });
 
 export const readinessRouteSchema = {
+  operationId: 'getReadiness',
   summary: 'Readiness',
   description:
     'Whether this process can serve: 200 when PostgreSQL answers `SELECT 1` and Redis answers `PING`, each within ' +

@@ -113,6 +113,7 @@ export const HeartbeatResponse = Type.Object({
 });
 
 export const createTunnelSchema = {
+  operationId: 'createTunnel',
   summary: 'Create a tunnel',
   headers: CreateTunnelHeaders,
   body: CreateTunnelBody,
@@ -127,11 +128,13 @@ export const createTunnelSchema = {
 };
 
 export const listTunnelsSchema = {
+  operationId: 'listTunnels',
   summary: "List the caller's tunnels that are not ended",
   response: { 200: TunnelList, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'RATE_LIMITED', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const getTunnelSchema = {
+  operationId: 'getTunnel',
   summary: 'Get one of the caller\'s tunnels',
   params: TunnelRefParams,
   querystring: GetTunnelQuery,
@@ -139,12 +142,14 @@ export const getTunnelSchema = {
 };
 
 export const heartbeatSchema = {
+  operationId: 'sendHeartbeat',
   summary: 'Keep a tunnel alive',
   params: TunnelIdParams,
   response: { 200: HeartbeatResponse, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
 };
 
 export const deleteTunnelSchema = {
+  operationId: 'deleteTunnel',
   summary: 'End a tunnel (idempotent)',
   params: TunnelRefParams,
   response: {

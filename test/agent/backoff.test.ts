@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { retryAfterDelay } from '../../src/agent/backoff.js';
+import { retryAfterDelay } from '../../packages/agent/src/backoff.js';
 
 describe('retryAfterDelay', () => {
   it('never waits less than Retry-After, and adds at most 250 ms of jitter', () => {

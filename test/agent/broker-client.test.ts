@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DELETE_TIMEOUT_MS } from '../../src/agent/broker-client.js';
+import { DELETE_TIMEOUT_MS } from '../../packages/agent/src/broker-client.js';
 import { MAX_BUDGET_WAIT_MS } from '../../src/cloudflare/budget-gate.js';
 import { loadConfig } from '../../src/config/env.js';
 

@@ -3,8 +3,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync
 import { join } from 'node:path';
 import { createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
-import { freePort } from '../helpers/process.js';
+import { AGENT_ENTRY, exitCodeWithin, runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
+import { freePort, runCommand } from '../helpers/process.js';
 
 const t = useAgentBroker();
 
@@ -46,6 +46,39 @@ describe('agent login and configuration', () => {
     const file = join(h.dir, '.config', 'tunnel-broker', 'config.json');
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(await listedSlugs([], { HOME: h.dir })).toEqual([alice.slug]);
+  });
+
+  it('login --token - reads the token from stdin, where neither ps nor shell history shows it', async () => {
+    const h = t.home();
+    const alice = await userWithTunnel('alice');
+    const login = await runAgentToEnd(['login', '--server', t.url, '--token', '-'], h.env, { stdin: `${alice.token}\n` });
+    expect(login.code, login.output).toBe(0);
+    expect(JSON.parse(readFileSync(join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker', 'config.json'), 'utf8'))).toEqual({ server: t.url, token: alice.token });
+    expect(await listedSlugs([], h.env)).toEqual([alice.slug]);
+  });
+
+  it('login on a terminal asks for the token and does not echo it', async () => {
+    const h = t.home();
+    const alice = await userWithTunnel('alice');
+    const quote = (word: string) => `'${word.replace(/'/g, `'\\''`)}'`;
+    const command = [process.execPath, '--import', 'tsx', AGENT_ENTRY, 'login', '--server', t.url].map(quote).join(' ');
+    // script(1) runs it on a pseudo-terminal, as a shell would: stdin is a TTY that echoes unless told not to.
+    const login = runCommand('script', ['-qec', command, '/dev/null'], { ...h.env, NO_COLOR: '1' }, { openStdin: true });
+    t.defer(() => login.stop('SIGKILL'));
+    await login.waitFor(/Access token \(input hidden\): /, 45_000);
+    login.child.stdin!.write(`${alice.token}\r`);
+    expect(await exitCodeWithin(login, 45_000), login.output()).toBe(0);
+    expect(login.output()).toContain('Saved the broker URL and token');
+    expect(login.output()).not.toContain(alice.token.slice(0, 20));
+    expect(JSON.parse(readFileSync(join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker', 'config.json'), 'utf8'))).toEqual({ server: t.url, token: alice.token });
+  });
+
+  it('login with no token and no terminal to ask on says how to give one, and saves nothing', async () => {
+    const h = t.home();
+    const login = await runAgentToEnd(['login', '--server', t.url], h.env);
+    expect(login.code).toBe(1);
+    expect(login.output).toContain('--token - reads it from stdin');
+    expect(existsSync(join(h.env.XDG_CONFIG_HOME!, 'tunnel-broker', 'config.json'))).toBe(false);
   });
 
   it('login refuses a token the broker rejects and saves nothing', async () => {

@@ -71,7 +71,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
     expect((await createVia(userId, { port: 1234, requestedSlug: slug })).statusCode).toBe(201);
     const output = await failsFast(['connect', '8080', '--slug', slug], env);
     expect(output).toContain(`is in use by your own tunnel ${slug}.tunnels.test`);
-    expect(output).toContain(`tunnel-broker stop ${slug}.tunnels.test`);
+    expect(output).toContain(`tunnel stop ${slug}.tunnels.test`);
   });
 
   it('on the live-tunnel limit (429), pointing at list and stop', async () => {
@@ -79,7 +79,7 @@ describe('agent connect fails fast, says why and what to do, and leaves nothing 
     for (let i = 0; i < 2; i++) expect((await createVia(userId, { port: 1000 + i })).statusCode).toBe(201);
     const output = await failsFast(['connect', '8080'], env);
     expect(output).toMatch(/maximum number of live tunnels/);
-    expect(output).toContain('tunnel-broker list');
+    expect(output).toContain('tunnel list');
     expect(fake.runs()).toEqual([]);
     expect(await liveTunnels(userId)).toHaveLength(2);
   });

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { HeartbeatSchedule } from '../../src/agent/heartbeat-schedule.js';
+import { HeartbeatSchedule } from '../../packages/agent/src/heartbeat-schedule.js';
 
 const PERIOD_MS = 20_000;
 // random() = 0.5 puts the ±10 % jitter in the middle: exactly the period.

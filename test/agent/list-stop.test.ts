@@ -34,7 +34,7 @@ describe('agent list', () => {
     const { userId, env } = t.user();
     const empty = await runAgentToEnd(['list'], env);
     expect(empty.code).toBe(0);
-    expect(empty.output).toContain('No tunnels. Start one with: tunnel-broker connect <port>');
+    expect(empty.output).toContain('No tunnels. Start one with: tunnel connect <port>');
     const a = await create(userId, 3000);
     const json = await runAgentToEnd(['list', '--json'], env);
     expect(json.code).toBe(0);

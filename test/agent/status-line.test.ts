@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { StatusLine } from '../../src/agent/status-line.js';
+import { StatusLine } from '../../packages/agent/src/status-line.js';
 
 function stream(options: { isTTY: boolean; columns?: number }) {
   const chunks: string[] = [];

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll } from 'vitest';
 import { startTestBroker, type TestBroker, type TestBrokerOptions, useTestBroker } from './broker.js';
-import { runTs, runTsToEnd, type RunningProcess } from './process.js';
+import { runCommand, runTs, type RunningProcess, type RunOptions, toEnd } from './process.js';
 
 /** The entry `npm run agent` runs. */
-export const AGENT_ENTRY = 'src/agent/main.ts';
+export const AGENT_ENTRY = 'packages/agent/src/main.ts';
 
 /** One start of the fake cloudflared, as it recorded itself. */
 export interface FakeRun {
@@ -190,16 +190,55 @@ export function useAgentBroker(options: TestBrokerOptions = {}): AgentTestBroker
 }
 
 /**
+ * `entry` is a TypeScript entry of this repo, run with tsx (by default the agent's source, as
+ * `npm run agent` runs it), or an installed `tunnel` bin, run as it is.
  * Waits default to 45 s: on a loaded CI machine starting node with tsx alone can take many
  * seconds. These are upper bounds; the tests that are about speed measure it themselves.
  */
-export function runAgent(args: string[], env: Record<string, string>, entry = AGENT_ENTRY): RunningProcess {
-  const proc = runTs(entry, args, { NO_COLOR: '1', ...env });
+export function runAgent(args: string[], env: Record<string, string>, entry = AGENT_ENTRY, options: RunOptions = {}): RunningProcess {
+  const agentEnv = { NO_COLOR: '1', ...env };
+  const proc = entry.endsWith('.ts') ? runTs(entry, args, agentEnv, options) : runCommand(entry, args, agentEnv, options);
   return { ...proc, waitFor: (pattern, timeoutMs = 45_000) => proc.waitFor(pattern, timeoutMs) };
 }
 
-export function runAgentToEnd(args: string[], env: Record<string, string>, options: { timeoutMs?: number; entry?: string } = {}) {
-  return runTsToEnd(options.entry ?? AGENT_ENTRY, args, { NO_COLOR: '1', ...env }, options.timeoutMs ?? 60_000);
+export function runAgentToEnd(args: string[], env: Record<string, string>, options: { timeoutMs?: number; entry?: string; stdin?: string } = {}) {
+  return toEnd(runAgent(args, env, options.entry, options.stdin === undefined ? {} : { stdin: options.stdin }), options.timeoutMs ?? 60_000);
+}
+
+/** The agent as a user gets it: its package packed, and the tarball installed into an empty folder. */
+export interface InstalledAgent {
+  tarball: string;
+  /** The installed folder's node_modules/.bin/tunnel. */
+  bin: string;
+  /** The folder it was installed into. */
+  dir: string;
+  remove(): void;
+}
+
+/**
+ * `npm pack` of packages/agent (its prepack builds the bundle), then `npm install --offline` of
+ * the tarball into an empty folder with an empty npm cache: it installs only if it needs no
+ * other package.
+ */
+export async function installAgentFromTarball(timeoutMs = 90_000): Promise<InstalledAgent> {
+  const dir = mkdtempSync(join(tmpdir(), 'agent-install-'));
+  const npm = async (args: string[], cwd?: string) => {
+    const { code, output } = await toEnd(runCommand('npm', [...args, '--cache', join(dir, '.npm-cache'), '--no-audit', '--no-fund'], {}, cwd ? { cwd } : {}), timeoutMs);
+    if (code !== 0) throw new Error(`npm ${args.join(' ')} exited ${code}:\n${output.slice(-3000)}`);
+  };
+  try {
+    mkdirSync(join(dir, 'packed'));
+    mkdirSync(join(dir, 'installed'));
+    await npm(['pack', '--workspace', '@tunnel-broker/agent', '--pack-destination', join(dir, 'packed')]);
+    const [name, ...more] = readdirSync(join(dir, 'packed'));
+    if (!name?.endsWith('.tgz') || more.length > 0) throw new Error(`npm pack made ${[name, ...more].join(', ')}`);
+    const tarball = join(dir, 'packed', name);
+    await npm(['install', '--offline', tarball], join(dir, 'installed'));
+    return { tarball, bin: join(dir, 'installed', 'node_modules', '.bin', 'tunnel'), dir: join(dir, 'installed'), remove: () => rmSync(dir, { recursive: true, force: true }) };
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 /** The Cloudflare tunnel id inside a connector token (the emulator's format: base64 JSON `{a, t, s}`). */

@@ -70,8 +70,22 @@ export interface RunningProcess {
 }
 
 /** Runs a TypeScript entry point of this repo with tsx, as `npm start` would. */
-export function runTs(entry: string, args: string[], env: Record<string, string>): RunningProcess {
-  const child = trackChild(spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
+export function runTs(entry: string, args: string[], env: Record<string, string>, options: RunOptions = {}): RunningProcess {
+  return runCommand(process.execPath, ['--import', 'tsx', entry, ...args], env, options);
+}
+
+export interface RunOptions {
+  /** Written to its stdin, which is then closed; without it (or `openStdin`), stdin is /dev/null. */
+  stdin?: string;
+  /** A pipe left open for the test to write to (`child.stdin`). */
+  openStdin?: boolean;
+  cwd?: string;
+}
+
+/** Runs any executable (an installed bin, npm) in this repo with only `env`; output is stdout and stderr together. */
+export function runCommand(command: string, args: string[], env: Record<string, string>, options: RunOptions = {}): RunningProcess {
+  const child = trackChild(spawn(command, args, { cwd: options.cwd ?? REPO_ROOT, env: childEnv(env), stdio: [options.stdin === undefined && !options.openStdin ? 'ignore' : 'pipe', 'pipe', 'pipe'] }));
+  if (options.stdin !== undefined) child.stdin!.end(options.stdin);
   let out = '';
   const listeners = new Set<() => void>();
   const onData = (chunk: Buffer) => {
@@ -125,7 +139,11 @@ export function runTs(entry: string, args: string[], env: Record<string, string>
 
 /** Runs to completion; returns exit code and output. */
 export async function runTsToEnd(entry: string, args: string[], env: Record<string, string>, timeoutMs = 30_000) {
-  const proc = runTs(entry, args, env);
+  return toEnd(runTs(entry, args, env), timeoutMs);
+}
+
+/** Waits for the process to exit (SIGKILL after `timeoutMs`); returns exit code and output. */
+export async function toEnd(proc: RunningProcess, timeoutMs = 30_000) {
   const timer = setTimeout(() => proc.child.kill('SIGKILL'), timeoutMs);
   const code = await proc.exited;
   clearTimeout(timer);

@@ -156,7 +156,7 @@ export async function resolveConnection(flags: ConnectionFlags, env: Env): Promi
   if (!serverPick) {
     throw new AgentUsageError(
       'No broker URL. Pass --server URL, set TUNNEL_BROKER_URL, or save one with:\n' +
-        '  tunnel-broker login --server https://broker.example.com --token <jwt>',
+        '  tunnel login --server https://broker.example.com',
     );
   }
   const server = normalizeServerUrl(serverPick.value, serverPick.source);
@@ -167,7 +167,7 @@ export async function resolveConnection(flags: ConnectionFlags, env: Env): Promi
     const hint = file.config.token && savedServer !== server ? ` (the token saved in ${file.path} is for ${file.config.server}, not ${server})` : '';
     throw new AgentUsageError(
       `No access token for ${server}${hint}. Pass --token JWT, set TUNNEL_BROKER_TOKEN, or save one with:\n` +
-        `  tunnel-broker login --server ${server} --token <jwt>\n` +
+        `  tunnel login --server ${server}\n` +
         'An operator mints tokens with `npm run token -- <user>` (or `tunnel-broker token create --user <user>`).',
     );
   }

@@ -3,7 +3,7 @@ import type { BrokerError } from './broker-client.js';
 /** Where tokens come from, said the same way everywhere. */
 export const HOW_TO_GET_A_TOKEN =
   'Ask an operator for a new one (on the broker host: `npm run token -- <user>`, or `tunnel-broker token create --user <user>`), then\n' +
-  '  tunnel-broker login --server <url> --token <jwt>    (or pass --token / set TUNNEL_BROKER_TOKEN)';
+  '  tunnel login --server <url>    (asks for the token; or pipe it in with --token -, or set TUNNEL_BROKER_TOKEN)';
 
 export const HOW_TO_INSTALL_CLOUDFLARED =
   'Install it (https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/downloads/):\n' +
@@ -58,7 +58,7 @@ export function createFailureMessage(error: BrokerError, ctx: CreateFailureConte
   if (error.code === 'TUNNEL_SLUG_CONFLICT') {
     if (ctx.ownHolder) {
       return `The slug "${ctx.slug}" is in use by your own tunnel ${ctx.ownHolder.hostname} (${ctx.ownHolder.id}), probably another agent.\n` +
-        `Stop it with: tunnel-broker stop ${ctx.ownHolder.hostname}   or pick another --slug.`;
+        `Stop it with: tunnel stop ${ctx.ownHolder.hostname}   or pick another --slug.`;
     }
     const reserved = error.details?.reason === 'reserved';
     return reserved
@@ -67,7 +67,7 @@ export function createFailureMessage(error: BrokerError, ctx: CreateFailureConte
   }
   if (error.code === 'TUNNEL_LIMIT_EXCEEDED') {
     return `${error.message} A slot frees when one of your tunnels ends.\n` +
-      'See them with `tunnel-broker list` and end one with `tunnel-broker stop <id|hostname>`.';
+      'See them with `tunnel list` and end one with `tunnel stop <id|hostname>`.';
   }
   if (error.status === 429) {
     return `The broker is rate-limiting your tunnel creations. ${wait ? `Wait ${wait} and try again.` : 'Wait a minute and try again.'}\n(${error.message})`;

@@ -1,50 +1,23 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import { parseTunnelRef, type TunnelRef, tunnelRefText } from '../tunnels/tunnel-ref.js';
 import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
 import { locateCloudflared } from './cloudflared.js';
 import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
 import { ConnectSession } from './connect.js';
+import { parseTunnelRef, type TunnelRef, tunnelRefText } from './generated/tunnel-ref.js';
 import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
 import { type OutputStream, StatusLine } from './status-line.js';
+import { readToken, type TokenInput } from './token-input.js';
 
 /** What the commands touch of the outside world; tests of this module run it as a subprocess, so the defaults are the real ones. */
 export interface AgentIo {
   env: Env;
+  stdin: TokenInput;
   stdout: OutputStream;
   stderr: OutputStream;
-  /**
-   * Ends the command with a non-zero exit code, its message already printed. The `tunnel-broker`
-   * bin throws its CliError here; by default the code is set on the process.
-   */
-  fail?: (exitCode: number) => void;
 }
 
-/** The text-callback context of the `tunnel-broker` bin (src/cli), as streams the status line can draw on. */
-export function agentIo(
-  context: { env: Env; stdout(text: string): void; stderr(text: string): void; stderrIsTTY: boolean },
-  fail: (exitCode: number) => void,
-): AgentIo {
-  // Redrawn in place only when the bin writes to this process's terminal.
-  const tty = context.stderrIsTTY && process.stdout.isTTY === true;
-  return {
-    env: context.env,
-    stdout: {
-      write: (text: string) => context.stdout(text),
-      isTTY: tty,
-      // Read at each redraw: the terminal may be resized.
-      get columns() {
-        return tty ? process.stdout.columns : undefined;
-      },
-    },
-    stderr: { write: (text: string) => context.stderr(text), isTTY: context.stderrIsTTY },
-    fail,
-  };
-}
-
-function exit(io: AgentIo, code: number): void {
-  if (code === 0) return;
-  if (io.fail) io.fail(code);
-  else process.exitCode = code;
+function exit(code: number): void {
+  if (code !== 0) process.exitCode = code;
 }
 
 const SLUG = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -79,7 +52,7 @@ interface CommonOptions extends ConnectionFlags {
 function withConnectionOptions(command: Command): Command {
   return command
     .option('--server <url>', 'broker URL (env TUNNEL_BROKER_URL; default: saved by login)')
-    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN; default: saved by login)')
+    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN; default: saved by login). Shows in `ps`: prefer login')
     .option('--request-timeout <seconds>', 'how long one request to the broker may go unanswered (env TUNNEL_BROKER_REQUEST_TIMEOUT; default 10)');
 }
 
@@ -92,11 +65,20 @@ function report(io: AgentIo, error: unknown): number {
   throw error;
 }
 
-/**
- * `connect`, `list`, `stop` and `login`: the developer's side of the broker. Registered on
- * whichever commander program is the `tunnel-broker` bin.
- */
-export function registerAgentCommands(program: Command, io: AgentIo = { env: process.env, stdout: process.stdout, stderr: process.stderr }): Command {
+/** The real process's. stdin is opened only when read (by `login`): touching process.stdin sets it up. */
+function processIo(): AgentIo {
+  return {
+    env: process.env,
+    get stdin() {
+      return process.stdin;
+    },
+    stdout: process.stdout,
+    stderr: process.stderr,
+  };
+}
+
+/** `connect`, `list`, `stop` and `login`: the developer's side of the broker, as the `tunnel` bin. */
+export function registerAgentCommands(program: Command, io: AgentIo = processIo()): Command {
   withConnectionOptions(
     program
       .command('connect')
@@ -110,7 +92,7 @@ export function registerAgentCommands(program: Command, io: AgentIo = { env: pro
       const code = await connect(io, port, options);
       // Everything was closed; this only guards against a stray handle keeping a finished agent alive.
       setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
-      exit(io, code);
+      exit(code);
     });
 
   withConnectionOptions(
@@ -121,7 +103,7 @@ export function registerAgentCommands(program: Command, io: AgentIo = { env: pro
   )
     .option('--json', 'print JSON', false)
     .action(async (target: TunnelRef | undefined, options: CommonOptions & { json: boolean }) => {
-      exit(io, await list(io, target, options));
+      exit(await list(io, target, options));
     });
 
   withConnectionOptions(
@@ -130,16 +112,16 @@ export function registerAgentCommands(program: Command, io: AgentIo = { env: pro
       .description('end one of your tunnels, by id, hostname, URL or slug')
       .argument('<tunnel>', TUNNEL_ARGUMENT, parseTunnelArgument),
   ).action(async (target: TunnelRef, options: CommonOptions) => {
-    exit(io, await stop(io, target, options));
+    exit(await stop(io, target, options));
   });
 
   program
     .command('login')
     .description('save the broker URL and your access token for the other commands')
     .option('--server <url>', 'broker URL (env TUNNEL_BROKER_URL)')
-    .option('--token <jwt>', 'access token (env TUNNEL_BROKER_TOKEN)')
+    .option('--token <jwt>', 'access token; `-` reads it from stdin, and on a terminal it is asked for when not given (env TUNNEL_BROKER_TOKEN). A value typed here shows in `ps` and in shell history')
     .action(async (options: ConnectionFlags) => {
-      exit(io, await login(io, options));
+      exit(await login(io, options));
     });
 
   return program;
@@ -202,8 +184,8 @@ function describeExpiry(summary: TunnelSummary, now: number): string {
 /** What a 404 for a named tunnel means to its user. */
 function notOneOfYours(ref: TunnelRef): string {
   return 'id' in ref
-    ? `none of your tunnels has the id ${ref.id}. See them with: tunnel-broker list`
-    : `none of your live tunnels is "${tunnelRefText(ref)}". See them with: tunnel-broker list`;
+    ? `none of your tunnels has the id ${ref.id}. See them with: tunnel list`
+    : `none of your live tunnels is "${tunnelRefText(ref)}". See them with: tunnel list`;
 }
 
 async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonOptions & { json: boolean }): Promise<number> {
@@ -231,7 +213,7 @@ async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonO
       return 0;
     }
     if (tunnels.length === 0) {
-      io.stdout.write('No tunnels. Start one with: tunnel-broker connect <port>\n');
+      io.stdout.write('No tunnels. Start one with: tunnel connect <port>\n');
       return 0;
     }
     const now = Date.now();
@@ -272,19 +254,32 @@ async function stop(io: AgentIo, target: TunnelRef, options: CommonOptions): Pro
 
 async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
   const serverInput = options.server || io.env.TUNNEL_BROKER_URL;
-  const token = (options.token || io.env.TUNNEL_BROKER_TOKEN)?.trim();
-  if (!serverInput || !token) {
-    io.stderr.write(`error: login needs --server URL and --token JWT.\n${HOW_TO_GET_A_TOKEN}\n`);
+  if (!serverInput) {
+    io.stderr.write(`error: login needs --server URL (or TUNNEL_BROKER_URL).\n${HOW_TO_GET_A_TOKEN}\n`);
     return 1;
   }
   let server: string;
   let saved: AgentConfigFile;
+  let token: string | undefined;
+  let tokenSource: string;
   try {
     server = normalizeServerUrl(serverInput, options.server ? '--server' : 'TUNNEL_BROKER_URL');
     // Refuses to overwrite a file it cannot parse, rather than lose what is in it silently.
     saved = (await readConfigFile(io.env)).config;
+    // Off the command line, where `ps` and shell history would keep it: `--token -`, or asked for on a terminal.
+    if (options.token === '-' || (!options.token && !io.env.TUNNEL_BROKER_TOKEN && io.stdin.isTTY)) {
+      token = await readToken(io.stdin, io.stderr);
+      tokenSource = io.stdin.isTTY ? 'the prompt' : 'stdin';
+    } else {
+      token = (options.token || io.env.TUNNEL_BROKER_TOKEN)?.trim();
+      tokenSource = options.token ? '--token' : 'TUNNEL_BROKER_TOKEN';
+    }
   } catch (error) {
     return report(io, error);
+  }
+  if (!token) {
+    io.stderr.write(`error: login needs a token: --token - reads it from stdin (or run it on a terminal to be asked for it).\n${HOW_TO_GET_A_TOKEN}\n`);
+    return 1;
   }
   const exp = tokenExpiry(token);
   if (exp && exp.getTime() <= Date.now()) {
@@ -297,7 +292,7 @@ async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
   } catch (error) {
     if (!(error instanceof BrokerError)) throw error;
     if (error.status === 401) {
-      io.stderr.write(`error: ${unauthorizedMessage(error, token, options.token ? '--token' : 'TUNNEL_BROKER_TOKEN', server)}\nNothing was saved.\n`);
+      io.stderr.write(`error: ${unauthorizedMessage(error, token, tokenSource, server)}\nNothing was saved.\n`);
       return 1;
     }
     io.stderr.write(`warning: could not check the token (${error.message}); saving it anyway.\n`);

@@ -1,15 +1,17 @@
 import { Command, CommanderError } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import { registerAgentCommands } from './commands.js';
 
 /**
- * `npm run agent -- <command>`: the agent's commands on their own, without loading any of the
- * server. The installed `tunnel-broker` bin (src/cli/main.ts) registers the same commands.
+ * The `tunnel` bin: the bundle built from this file (dist/tunnel.mjs) when installed from the
+ * package, and `npm run agent -- <command>` in a checkout. Loads nothing of the server.
  */
-const program = new Command('tunnel-broker')
+const program = new Command('tunnel')
   .description('Expose local ports through a tunnel broker')
+  .version(packageJson.version, '-V, --version')
   .showHelpAfterError()
   .enablePositionalOptions()
-  // Before the commands are added, so they inherit it: usage errors exit 2, as in the bin.
+  // Before the commands are added, so they inherit it: usage errors exit 2.
   .exitOverride();
 registerAgentCommands(program);
 try {

@@ -541,7 +541,7 @@ export class ConnectSession {
     }
     this.#status.warn(
       `warning: the broker had not finished the create (${last}). If it does, the tunnel is reaped once its heartbeat TTL passes; ` +
-        'meanwhile `tunnel-broker list` shows it and `tunnel-broker stop <id>` ends it.',
+        'meanwhile `tunnel list` shows it and `tunnel stop <id>` ends it.',
     );
   }
 }
