@@ -132,11 +132,11 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
 
 /** Deletes every key under the prefix: what a Redis flush looks like to one broker. */
 export async function deleteKeys(redis: Redis, keyPrefix: string): Promise<void> {
-  // SCAN patterns are not prefixed by ioredis; the DEL arguments are, so strip it.
+  // SCAN patterns are not prefixed by ioredis; the UNLINK arguments are, so strip it.
   let cursor = '0';
   for (let i = 0; i < 10_000; i++) {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 500);
-    if (keys.length > 0) await redis.del(...keys.map((k) => k.slice(keyPrefix.length)));
+    if (keys.length > 0) await redis.unlink(...keys.map((k) => k.slice(keyPrefix.length)));
     cursor = next;
     if (cursor === '0') return;
   }
