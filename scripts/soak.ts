@@ -1,6 +1,6 @@
 /**
  * npm run soak -- [--seed N] [--minutes M] [--max-commands K] [--no-shrink] [--log-level L]
- *                 [--seed N --path P [--replay-path R]]   (replay one counterexample)
+ *                 [--seed N --path P [--replay-path R] [--no-shrink]]   (replay one counterexample, and shrink it)
  *
  * Runs the tunnel model (test/model/harness.ts, the same harness as the CI test) against
  * two real broker processes until the time is up: sequence after sequence from one seed,
@@ -68,7 +68,7 @@ try {
       numRuns: replay ? 1 : 100_000,
       maxCommands,
       quiescenceMs,
-      endOnFailure: replay || values['no-shrink']!,
+      endOnFailure: values['no-shrink']!,
       deadline,
       onSequence,
       ...(replay ? { path: values.path!, ...(values['replay-path'] ? { replayPath: values['replay-path'] } : {}) } : {}),

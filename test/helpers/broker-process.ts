@@ -43,7 +43,13 @@ export async function spawnBroker(options: BrokerProcessOptions): Promise<Broker
     LOG_LEVEL: 'info',
     ...options.env,
   });
-  await proc.waitFor(/tunnel broker ready/, 30_000);
+  try {
+    await proc.waitFor(/tunnel broker ready/, 30_000);
+  } catch (error) {
+    // Not ready in time: it must not live on, unseen, serving and reaping beside the brokers the test knows.
+    await proc.stop('SIGKILL');
+    throw error;
+  }
   const baseUrl = `http://127.0.0.1:${port}`;
   return {
     name: options.name ?? `broker-${randomUUID().slice(0, 4)}`,

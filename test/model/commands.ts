@@ -201,6 +201,57 @@ class KillCommand implements ModelCommand {
   toString = () => `Kill(b${this.p.slot} down ${this.p.downMs}ms)`;
 }
 
+interface KillDuringParams {
+  op: 'create' | 'delete';
+  slot: number;
+  /** The upstream step the request is held at (by a one-off latency) when its broker is killed. */
+  step: EndpointName;
+  latencyMs: number;
+  downMs: number;
+  user: number;
+  slug: number | null;
+  ref: number;
+}
+
+/**
+ * SIGKILLs a broker in the middle of a create or a delete it is serving: the request is
+ * held at one upstream step by a one-off latency, and the broker dies as that step reaches
+ * Cloudflare. Whoever is left must complete or roll back what it was doing.
+ */
+class KillDuringCommand implements ModelCommand {
+  constructor(readonly p: KillDuringParams) {}
+  check = (m: Readonly<Model>) => this.p.op === 'create' || m.tunnels.some((t) => t.deletedAt === undefined);
+  async run(m: Model, x: Execution): Promise<void> {
+    m.counts.commands++;
+    m.counts.kills++;
+    const { p } = this;
+    // Both up first, so the request goes to the broker about to die.
+    await x.world.allUp();
+    const since = x.world.emulator.requests.length;
+    const removeLatency = x.world.emulator.injectFault({ kind: 'latency', endpoint: p.step, latencyMs: p.latencyMs, times: 1 });
+    m.counts.faults++;
+    x.mark('fault', `latency on ${p.step} (latency=${p.latencyMs}ms times=1) to hold a ${p.op} there`);
+    if (p.op === 'create') {
+      const params: CreateParams = { user: p.user, via: p.slot, slug: p.slug, key: null, port: 1, heartbeat: true, wait: false };
+      x.track(create(x, params, true), `create ${describeCreate(params)} on a broker being killed`);
+    } else {
+      const t = m.pick(p.ref, (k) => k.deletedAt === undefined)!;
+      x.track(deleteBurst(x, t, 1, p.slot), `delete of ${short(t.id)} on a broker being killed`);
+    }
+    const deadline = Date.now() + 5000;
+    let reached = false;
+    for (let i = 0; i < 500 && Date.now() < deadline && !reached; i++) {
+      reached = x.world.emulator.requests.slice(since).some((r) => r.endpoint === p.step);
+      if (!reached) await sleep(10);
+    }
+    const { restarted } = await x.world.kill(p.slot, p.downMs);
+    removeLatency();
+    x.mark('kill', `SIGKILL b${p.slot} ${reached ? `with its ${p.op} at ${p.step}` : `(its ${p.op} never reached ${p.step})`}, restart in ${p.downMs} ms`);
+    x.track(restarted.then(() => x.mark('restart', `b${p.slot} up again`)), `restart of b${p.slot}`);
+  }
+  toString = () => `KillDuring(${this.p.op} via b${this.p.slot} at ${this.p.step} ${this.p.latencyMs}ms, down ${this.p.downMs}ms${this.p.op === 'create' ? ` u${this.p.user}${this.p.slug === null ? '' : ` slug=s${this.p.slug}`}` : ` #${this.p.ref}`})`;
+}
+
 class FlushRedisCommand implements ModelCommand {
   check = () => true;
   async run(m: Model, x: Execution): Promise<void> {
@@ -281,9 +332,26 @@ export function commandArbitraries(): fc.Arbitrary<ModelCommand>[] {
   const heartbeat = fc.record({ ref }).map((p) => new HeartbeatCommand(p));
   const silence = fc.record({ ref }).map((p) => new SilenceCommand(p));
   const list = fc.record({ user, via: slot }).map((p) => new ListCommand(p));
-  const kill = fc.record({ slot, downMs: fc.integer({ min: 0, max: 2000 }) }).map((p) => new KillCommand(p));
+  const downMs = fc.integer({ min: 0, max: 2000 });
+  const kill = fc.record({ slot, downMs }).map((p) => new KillCommand(p));
+  const killDuring = fc.oneof(
+    fc.record({
+      op: fc.constant('create' as const),
+      step: fc.constantFrom<EndpointName>('tunnel.create', 'dns.create', 'tunnel.configuration.put'),
+      slot, downMs, user, ref,
+      latencyMs: fc.integer({ min: 500, max: 1400 }),
+      slug: fc.option(fc.integer({ min: 0, max: SLUG_POOL - 1 }), { nil: null }),
+    }),
+    fc.record({
+      op: fc.constant('delete' as const),
+      step: fc.constantFrom<EndpointName>('dns.delete', 'tunnel.connections.delete', 'tunnel.delete'),
+      slot, downMs, user, ref,
+      latencyMs: fc.integer({ min: 500, max: 1400 }),
+      slug: fc.constant(null),
+    }),
+  ).map((p) => new KillDuringCommand(p));
   const flush = fc.constant(null).map(() => new FlushRedisCommand());
   const fault = fc.record({ rule: faultRule, durationMs: fc.integer({ min: 300, max: 3000 }) }).map((p) => new FaultCommand(p));
   const pause = fc.record({ ms: fc.integer({ min: 100, max: 2500 }) }).map((p) => new PauseCommand(p));
-  return [createCmd, createCmd, createCmd, deleteWhileCreating, deleteCmd, deleteCmd, heartbeat, silence, list, kill, flush, fault, fault, pause];
+  return [createCmd, createCmd, createCmd, deleteWhileCreating, deleteCmd, deleteCmd, heartbeat, silence, list, kill, killDuring, flush, fault, fault, pause];
 }

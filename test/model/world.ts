@@ -82,8 +82,10 @@ export class World {
     // The in-process broker of the cluster only reads (database, Redis); the two processes do the work.
     const cluster = await startCluster(env, { survivorReaper: false });
     try {
-      const brokers = await Promise.all(Array.from({ length: BROKER_COUNT }, (_, i) => cluster.spawn(`b${i}`)));
-      return new World(cluster, brokers.map((broker) => ({ broker, restarting: undefined })));
+      // One at a time: a broker's start-up is CPU-bound, and two at once on a busy machine take each other past spawnBroker's wait.
+      const slots: Slot[] = [];
+      for (let i = 0; i < BROKER_COUNT; i++) slots.push({ broker: await cluster.spawn(`b${i}`), restarting: undefined });
+      return new World(cluster, slots);
     } catch (error) {
       await cluster.close();
       throw error;
@@ -145,7 +147,15 @@ export class World {
     await broker.kill9();
     const restarted = (async () => {
       await new Promise((r) => setTimeout(r, downMs));
-      s.broker = await this.#cluster.spawn(`b${slot}`);
+      // A second try when the machine was too busy for spawnBroker's start-up wait (it kills the late one).
+      for (let attempt = 1; ; attempt++) {
+        try {
+          s.broker = await this.#cluster.spawn(`b${slot}`);
+          return;
+        } catch (error) {
+          if (attempt >= 2) throw error;
+        }
+      }
     })().finally(() => {
       s.restarting = undefined;
     });
