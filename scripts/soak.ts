@@ -1,6 +1,7 @@
 /**
  * npm run soak -- [--seed N] [--minutes M] [--max-commands K] [--no-shrink] [--log-level L]
  *                 [--seed N --path P [--replay-path R] [--no-shrink]]   (replay one counterexample, and shrink it)
+ *                 [--focus 4,Q]   (only these invariants fail a sequence: shrinking keeps to that bug)
  *
  * Runs the tunnel model (test/model/harness.ts, the same harness as the CI test) against
  * two real broker processes until the time is up: sequence after sequence from one seed,
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     path: { type: 'string' },
     'replay-path': { type: 'string' },
     'log-level': { type: 'string', default: 'info' },
+    focus: { type: 'string' },
   },
   strict: true,
 });
@@ -51,7 +53,7 @@ const onSequence = (r: SequenceReport) => {
   totals.kills += r.counts.kills;
   totals.flushes += r.counts.flushes;
   totals.warnings += r.warnings.length;
-  const verdict = r.violations.length === 0 ? 'ok' : `FAILED: ${r.violations.map((v) => v.invariant).join('; ')}`;
+  const verdict = r.violations.length === 0 ? 'ok' : `broken: ${r.violations.map((v) => v.invariant).join('; ')}`;
   console.log(`  sequence ${r.index}: ${r.counts.commands} commands, ${(r.durationMs / 1000).toFixed(1)} s (${formatPhases(r)}), ${verdict}`);
   for (const w of r.warnings) console.log(`    warning: ${w}`);
 };
@@ -71,6 +73,7 @@ try {
       endOnFailure: values['no-shrink']!,
       deadline,
       onSequence,
+      ...(values.focus ? { focus: values.focus.split(',').map((f) => f.trim()) } : {}),
       ...(replay ? { path: values.path!, ...(values['replay-path'] ? { replayPath: values['replay-path'] } : {}) } : {}),
     });
     if (result.failed) failures.push(result);

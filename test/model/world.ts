@@ -176,6 +176,11 @@ export class World {
     return deleteKeys(this.#cluster.survivor.redis, this.#cluster.prefix);
   }
 
+  /** Whether a reconcile pass holds its lock (src/reconcile/reconciler.ts) right now. */
+  async reconcilePassRunning(): Promise<boolean> {
+    return (await this.#cluster.survivor.redis.exists('reconcile:lock')) === 1;
+  }
+
   /** What each broker process printed (the current ones, not those killed). */
   brokerOutput(): string[] {
     return this.#slots.map((s, i) => `--- b${i} ---\n${s.broker?.proc.output() ?? '(down)'}`);
