@@ -430,6 +430,33 @@ describe('dns records', () => {
     await cf.zeroTrust.tunnels.cloudflared.delete(t.id!, { account_id: emu.accountId });
     expect(emu.dnsRecords().map((r) => r.content)).toEqual([`${t.id}.cfargotunnel.com`]);
   });
+
+  it('deletions() records each successful delete once with the request that made it: a lost response counts, a repeated delete (404) and a faulted one do not', async () => {
+    const cf = sdk();
+    const t = await createTunnel('tb-del', cf);
+    const rec = await cname('del.tunnels.localhost', `${t.id}.cfargotunnel.com`);
+    emu.injectFault({ kind: 'error5xx', status: 503, endpoint: 'dns.delete', times: 1 });
+    expect(await rejectionOf(cf.dns.records.delete(rec.id, { zone_id: emu.zoneId }))).toBeInstanceOf(InternalServerError);
+    emu.injectFault({ kind: 'lostResponse', endpoint: 'dns.delete', times: 1 });
+    expect(await rejectionOf(cf.dns.records.delete(rec.id, { zone_id: emu.zoneId }))).toBeInstanceOf(InternalServerError);
+    expect(await rejectionOf(cf.dns.records.delete(rec.id, { zone_id: emu.zoneId }))).toBeInstanceOf(NotFoundError);
+    await cf.zeroTrust.tunnels.cloudflared.delete(t.id!, { account_id: emu.accountId });
+    expect(await rejectionOf(cf.zeroTrust.tunnels.cloudflared.delete(t.id!, { account_id: emu.accountId }))).toBeInstanceOf(NotFoundError);
+
+    const deletions = emu.deletions();
+    expect(deletions).toMatchObject([
+      { resource: 'dns_record', id: rec.id, name: 'del.tunnels.localhost', content: `${t.id}.cfargotunnel.com` },
+      { resource: 'tunnel', id: t.id, name: 'tb-del' },
+    ]);
+    // The record went with the lost response (the second dns.delete), the tunnel with the first tunnel.delete.
+    expect(deletions.map((d) => emu.requests[d.requestIndex])).toMatchObject([
+      { endpoint: 'dns.delete', status: 502, fault: 'lostResponse' },
+      { endpoint: 'tunnel.delete', status: 200 },
+    ]);
+    expect(emu.requests.filter((r) => r.endpoint === 'dns.delete').map((r) => r.status)).toEqual([503, 502, 404]);
+    emu.reset();
+    expect(emu.deletions()).toEqual([]);
+  });
 });
 
 describe('auth, scope and protocol errors', () => {

@@ -9,7 +9,8 @@ export interface BrokerProcess {
   name: string;
   baseUrl: string;
   proc: RunningProcess;
-  request(method: string, path: string, options?: { userId?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
+  /** Throws on a network error or after `timeoutMs` (default 30 s). */
+  request(method: string, path: string, options?: { userId?: string; body?: unknown; headers?: Record<string, string>; timeoutMs?: number }): Promise<{ status: number; body: any; headers: Headers }>;
   /** kill -9: no shutdown hooks, no cleanup. */
   kill9(): Promise<void>;
   /** SIGTERM and wait; returns the exit code. */
@@ -55,7 +56,7 @@ export async function spawnBroker(options: BrokerProcessOptions): Promise<Broker
     name: options.name ?? `broker-${randomUUID().slice(0, 4)}`,
     baseUrl,
     proc,
-    async request(method, path, { userId, body, headers = {} } = {}) {
+    async request(method, path, { userId, body, headers = {}, timeoutMs = 30_000 } = {}) {
       const res = await fetch(`${baseUrl}${path}`, {
         method,
         headers: {
@@ -64,7 +65,7 @@ export async function spawnBroker(options: BrokerProcessOptions): Promise<Broker
           ...headers,
         },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(30_000),
+        signal: AbortSignal.timeout(timeoutMs),
       });
       const text = await res.text();
       return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };

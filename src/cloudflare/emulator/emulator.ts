@@ -14,6 +14,7 @@ import { EmulatorStore } from './store.js';
 import type {
   ActiveFault,
   CloudflareEmulator,
+  DeletionRecord,
   EmulatedDnsRecord,
   EmulatedTunnel,
   EmulatorOptions,
@@ -213,6 +214,10 @@ class Emulator implements CloudflareEmulator {
     return this.#counts.get(endpoint) ?? 0;
   }
 
+  deletions(): DeletionRecord[] {
+    return this.#store.deletions();
+  }
+
   state(): EmulatorState {
     return {
       url: this.url,
@@ -339,7 +344,7 @@ class Emulator implements CloudflareEmulator {
     const route = underApi ? matchRoute(method, relPath) : ({ kind: 'none' } as const);
     const endpoint = route.kind === 'found' ? route.endpoint : 'unknown';
     const entry: LogEntry = { method, path: search ? `${relPath}?${search}` : relPath, endpoint, status: 0 };
-    this.#log.push(entry);
+    const requestIndex = this.#log.push(entry) - 1;
     this.#counts.set(endpoint, (this.#counts.get(endpoint) ?? 0) + 1);
     this.#notify(entry);
 
@@ -405,7 +410,7 @@ class Emulator implements CloudflareEmulator {
       }
     }
 
-    const reply = this.#store.handle(route.endpoint, route.params, new URLSearchParams(search), parsed, relPath);
+    const reply = this.#store.handle(route.endpoint, route.params, new URLSearchParams(search), parsed, relPath, requestIndex);
 
     if (fault?.kind === 'lostResponse') {
       if (fault.lostAs === 'socketReset') {

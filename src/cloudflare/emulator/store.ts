@@ -3,6 +3,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { ApiFailure, ErrorCode, ok, type ApiReply, type ResultInfo } from './envelope.js';
 import type { RouteParams } from './routes.js';
 import type {
+  DeletionRecord,
   EmulatedConnection,
   EmulatedDnsRecord,
   EmulatedTunnel,
@@ -131,6 +132,7 @@ export class EmulatorStore {
   readonly #liveByName = new Map<string, string>();
   readonly #dns = new Map<string, EmulatedDnsRecord>();
   readonly #dnsByName = new Map<string, Set<string>>();
+  readonly #deletions: DeletionRecord[] = [];
 
   /** The API token's identifier tag, as token verification reports it. */
   readonly #tokenId = randomBytes(16).toString('hex');
@@ -143,13 +145,15 @@ export class EmulatorStore {
     this.#liveByName.clear();
     this.#dns.clear();
     this.#dnsByName.clear();
+    this.#deletions.length = 0;
   }
 
-  handle(endpoint: EndpointName, params: RouteParams, query: URLSearchParams, body: unknown, pathname: string): ApiReply {
+  /** `requestIndex` is the request's place in the emulator's log, for the deletion record. */
+  handle(endpoint: EndpointName, params: RouteParams, query: URLSearchParams, body: unknown, pathname: string, requestIndex = -1): ApiReply {
     try {
       if (params.accountId !== undefined) this.#checkScope(params.accountId, this.cfg.accountId, pathname);
       if (params.zoneId !== undefined) this.#checkScope(params.zoneId, this.cfg.zoneId, pathname);
-      return this.#dispatch(endpoint, params, query, body);
+      return this.#dispatch(endpoint, params, query, body, requestIndex);
     } catch (err) {
       if (err instanceof ApiFailure) return err.toReply();
       throw err;
@@ -168,7 +172,7 @@ export class EmulatorStore {
     throw new ApiFailure(403, ErrorCode.UNAUTHORIZED_RESOURCE, 'Unauthorized to access requested resource');
   }
 
-  #dispatch(endpoint: EndpointName, p: RouteParams, query: URLSearchParams, body: unknown): ApiReply {
+  #dispatch(endpoint: EndpointName, p: RouteParams, query: URLSearchParams, body: unknown, requestIndex: number): ApiReply {
     switch (endpoint) {
       case 'tunnel.create':
         return this.#createTunnel(body);
@@ -179,7 +183,7 @@ export class EmulatorStore {
       case 'tunnel.edit':
         return this.#editTunnel(p.tunnelId!, body);
       case 'tunnel.delete':
-        return this.#deleteTunnel(p.tunnelId!, query.get('cascade') === 'true');
+        return this.#deleteTunnel(p.tunnelId!, query.get('cascade') === 'true', requestIndex);
       case 'tunnel.configuration.put':
         return this.#putConfiguration(p.tunnelId!, body);
       case 'tunnel.configuration.get':
@@ -232,6 +236,7 @@ export class EmulatorStore {
         const rec = this.#dnsRecord(p.recordId!);
         this.#unindexDns(rec);
         this.#dns.delete(rec.id);
+        this.#deletions.push({ resource: 'dns_record', id: rec.id, name: rec.name, content: rec.content, deletedAt: nowIso(), requestIndex });
         return ok({ id: rec.id });
       }
     }
@@ -364,7 +369,7 @@ export class EmulatorStore {
     return ok(this.#tunnelJson(t));
   }
 
-  #deleteTunnel(id: string, cascade: boolean): ApiReply {
+  #deleteTunnel(id: string, cascade: boolean, requestIndex: number): ApiReply {
     const t = this.#tunnel(id);
     if (t.connectors.size > 0) {
       if (!cascade) {
@@ -374,6 +379,7 @@ export class EmulatorStore {
     }
     t.deletedAt = nowIso();
     this.#liveByName.delete(t.name);
+    this.#deletions.push({ resource: 'tunnel', id: t.id, name: t.name, deletedAt: t.deletedAt, requestIndex });
     return ok(this.#tunnelJson(t));
   }
 
@@ -484,6 +490,10 @@ export class EmulatorStore {
 
   dnsRecords(): EmulatedDnsRecord[] {
     return [...this.#dns.values()].map((r) => structuredClone(r));
+  }
+
+  deletions(): DeletionRecord[] {
+    return this.#deletions.map((d) => ({ ...d }));
   }
 
   configuration(tunnelId: string): TunnelConfiguration | undefined {

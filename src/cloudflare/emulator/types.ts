@@ -154,6 +154,19 @@ export interface EmulatorState {
   faults: ActiveFault[];
 }
 
+/** One successful delete: the tunnel soft-deleted, or the DNS record removed. */
+export interface DeletionRecord {
+  resource: 'tunnel' | 'dns_record';
+  id: string;
+  /** The tunnel's name, or the record's hostname. */
+  name: string;
+  /** DNS records: the record's content (a CNAME's target). */
+  content?: string;
+  deletedAt: string;
+  /** Index in `requests` of the request that deleted it. */
+  requestIndex: number;
+}
+
 export interface RequestMatch {
   method?: string;
   endpoint?: EndpointName | 'unknown';
@@ -188,10 +201,16 @@ export interface CloudflareEmulator {
   /** Every request seen, in arrival order. */
   readonly requests: ReadonlyArray<RequestLogEntry>;
   count(endpoint: EndpointName | 'unknown'): number;
+  /**
+   * Every successful delete, in order. Recorded when the store removes the object, so a
+   * delete whose response was lost (or came after the client gave up) counts, and a
+   * delete of something already gone (404) does not.
+   */
+  deletions(): DeletionRecord[];
   /** Resolves with the first logged request (past or future) that matches; rejects after timeoutMs (default 5000). */
   waitForRequest(match: RequestMatch, timeoutMs?: number): Promise<RequestLogEntry>;
   state(): EmulatorState;
-  /** Wipe state, faults, latency, request log, and re-seed the PRNG. */
+  /** Wipe state, faults, latency, request log, deletions, and re-seed the PRNG. */
   reset(): void;
   close(): Promise<void>;
 }
