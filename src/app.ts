@@ -121,7 +121,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(readinessPlugin);
   await app.register(
     fp(async (instance: FastifyInstance) => {
-      const heartbeats = new HeartbeatStore(instance.redis, { ttlSeconds: config.tunnels.ttlSeconds, maxPerMinute: config.tunnels.heartbeatMaxPerMinute });
+      const heartbeats = new HeartbeatStore(instance.redis, {
+        ttlSeconds: config.tunnels.ttlSeconds,
+        maxPerMinute: config.tunnels.heartbeatMaxPerMinute,
+        rebuildLockMs: config.tunnels.leaseSeconds * 1000,
+      });
       const service = new TunnelService({
         prisma: instance.prisma,
         heartbeats,

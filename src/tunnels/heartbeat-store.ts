@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { NOW_MS, RELEASE_LOCK } from '../redis/lua-snippets.js';
+import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
+import { NOW_MS, RELEASE_LOCK, RENEW_LOCK } from '../redis/lua-snippets.js';
 
 /**
  * Heartbeats live in Redis only. Per tunnel:
@@ -117,6 +118,14 @@ return (#ARGV - 3) / 2
 `;
 
 
+// KEYS: rebuild lock, epoch. ARGV: token, epoch value. Marks the key space complete only while
+// the rebuild's lock is still the caller's. 1 if written.
+const SET_EPOCH_IF_LOCKED = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+`;
+
 interface HeartbeatCommands {
   tbTouch(hbKey: string, deadlines: string, epoch: string, rateKey: string, id: string, owner: string, ttlMs: number, maxPerWindow: number, windowMs: number): Promise<number | [number]>;
   tbStart(hbKey: string, deadlines: string, id: string, owner: string, ttlMs: number): Promise<number>;
@@ -126,6 +135,8 @@ interface HeartbeatCommands {
   tbForget(hbKey: string, deadlines: string, id: string): Promise<number>;
   tbRestore(deadlines: string, ttlMs: number, pendingDelayMs: number, hbPrefix: string, ...pairs: string[]): Promise<number>;
   tbReleaseLock(lock: string, token: string): Promise<number>;
+  tbRenewLock(lock: string, token: string, leaseMs: number): Promise<number>;
+  tbSetEpochIfLocked(lock: string, epoch: string, token: string, value: string): Promise<number>;
 }
 
 const HB_PREFIX = 'hb:';
@@ -135,6 +146,7 @@ const RATE_WINDOW_MS = 60_000;
 const DEADLINES_KEY = 'deadlines';
 const EPOCH_KEY = 'epoch';
 const REBUILD_LOCK_KEY = 'epoch:rebuild-lock';
+const DEFAULT_REBUILD_LOCK_MS = 5_000;
 
 /** The key space is missing its epoch: Redis lost its state and has not been rebuilt yet. */
 export class HeartbeatStateLostError extends Error {
@@ -170,9 +182,13 @@ export class HeartbeatStore {
   readonly #redis: Redis & HeartbeatCommands;
   readonly #ttlMs: number;
   readonly #maxPerWindow: number;
+  readonly #rebuildLockMs: number;
 
-  /** `maxPerMinute`: heartbeats one tunnel may send per minute (default: unbounded in practice). */
-  constructor(redis: Redis, options: { ttlSeconds: number; maxPerMinute?: number }) {
+  /**
+   * `maxPerMinute`: heartbeats one tunnel may send per minute (default: unbounded in practice).
+   * `rebuildLockMs`: the lease of the rebuild lock, renewed while a rebuild runs.
+   */
+  constructor(redis: Redis, options: { ttlSeconds: number; maxPerMinute?: number; rebuildLockMs?: number }) {
     const commands = redis as Redis & Partial<HeartbeatCommands>;
     if (!commands.tbTouch) {
       redis.defineCommand('tbTouch', { numberOfKeys: 4, lua: TOUCH });
@@ -183,10 +199,13 @@ export class HeartbeatStore {
       redis.defineCommand('tbForget', { numberOfKeys: 2, lua: FORGET });
       redis.defineCommand('tbRestore', { numberOfKeys: 1, lua: RESTORE });
       redis.defineCommand('tbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK });
+      redis.defineCommand('tbRenewLock', { numberOfKeys: 1, lua: RENEW_LOCK });
+      redis.defineCommand('tbSetEpochIfLocked', { numberOfKeys: 2, lua: SET_EPOCH_IF_LOCKED });
     }
     this.#redis = redis as Redis & HeartbeatCommands;
     this.#ttlMs = options.ttlSeconds * 1000;
     this.#maxPerWindow = options.maxPerMinute ?? Number.MAX_SAFE_INTEGER;
+    this.#rebuildLockMs = options.rebuildLockMs ?? DEFAULT_REBUILD_LOCK_MS;
   }
 
   get ttlMs(): number {
@@ -259,19 +278,29 @@ export class HeartbeatStore {
   async rebuildIfLost(load: () => AsyncIterable<RestoreEntry[]>, pendingDelayMs: number): Promise<'intact' | 'rebuilt' | 'busy'> {
     if (await this.hasEpoch()) return 'intact';
     const token = randomUUID();
-    // Long enough for a large rebuild; released as soon as it is done.
-    const locked = await this.#redis.set(REBUILD_LOCK_KEY, token, 'PX', 120_000, 'NX');
+    // A short lock, renewed while the rebuild runs: a rebuilder that dies holds up the others
+    // for one lock lease, not for the longest rebuild imaginable.
+    const locked = await this.#redis.set(REBUILD_LOCK_KEY, token, 'PX', this.#rebuildLockMs, 'NX');
     if (locked !== 'OK') return 'busy';
+    const keepalive = new PeriodicTimer({
+      intervalMs: Math.max(1, Math.floor(this.#rebuildLockMs / 3)),
+      tick: () => this.#redis.tbRenewLock(REBUILD_LOCK_KEY, token, this.#rebuildLockMs),
+      onError: () => {},
+    });
+    keepalive.start();
     try {
       if (await this.hasEpoch()) return 'intact';
       for await (const batch of load()) {
         if (batch.length === 0) continue;
         await this.#redis.tbRestore(DEADLINES_KEY, this.#ttlMs, Math.round(pendingDelayMs), this.#hbPrefix(), ...batch.flatMap((e) => [e.id, e.ownerId ?? '']));
       }
-      // Written last: until it exists, the state above is not trusted.
-      await this.#redis.set(EPOCH_KEY, `${Date.now()}:${token}`);
-      return 'rebuilt';
+      // Written last, and only while the lock is still ours: a flush (or a lost lock) during
+      // the rebuild took part of what was restored with it, so it must not be trusted.
+      const marked = await this.#redis.tbSetEpochIfLocked(REBUILD_LOCK_KEY, EPOCH_KEY, token, `${Date.now()}:${token}`);
+      return marked === 1 ? 'rebuilt' : 'busy';
     } finally {
+      keepalive.stop();
+      await keepalive.settled();
       await this.#redis.tbReleaseLock(REBUILD_LOCK_KEY, token).catch(() => {});
     }
   }
