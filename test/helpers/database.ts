@@ -39,7 +39,7 @@ const TEMPLATE_LOCK_KEY = 0x7462_7470; // "tbtp"
  * are deliberately left alone too: another checkout (a branch, a worktree) sharing this
  * server may still be cloning its own. Every tb_test_* database is dropped by its test file
  * (at the latest by the shared hook in cleanup-hooks.ts); only a test process that is
- * killed leaves one. README's Tests section says how to clear those and old templates.
+ * killed leaves one. docs/guarantees.md (Tests) says how to clear those and old templates.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const baseUrl = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL;
