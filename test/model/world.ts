@@ -17,10 +17,9 @@ export const MAX_TUNNELS_PER_USER = 3;
 
 /**
  * CLOUDFLARE_MAX_RETRIES=1 keeps the SDK's retries and the create adoption (409/1013,
- * 81053) in play. It also fixes the leases (src/tunnels/tunnel-service.ts): a create lease
- * of 6 x (1.5 s x 2 + 10 s) + 3 s = 81 s and an end lease of 70 s, so a broker killed
- * mid-create or mid-delete holds its row for longer than a sequence waits for quiescence.
- * The one-second budget window keeps the budget wait in the end lease at 2 s.
+ * 81053) in play. Leases keep their default (TUNNEL_LEASE_SECONDS, 5 s, renewed by their
+ * holder), so a broker killed mid-create or mid-delete is taken over within a sequence's wait
+ * for quiescence. The one-second budget window keeps budget waits short.
  */
 export const MODEL_ENV: Readonly<Record<string, string>> = {
   TUNNEL_TTL_SECONDS: String(TTL_SECONDS),
@@ -32,8 +31,13 @@ export const MODEL_ENV: Readonly<Record<string, string>> = {
   RECONCILE_INTERVAL_SECONDS: '2',
   RECONCILE_GRACE_SECONDS: '1',
   MAX_TUNNELS_PER_USER: String(MAX_TUNNELS_PER_USER),
-  // The create rate limit is not under test, and the invariant probes create a lot.
+  // The per-user rate limits are not under test (test/tunnels/rate-limit covers them), and the
+  // model and its invariant probes send far more than a person would.
   CREATE_RATE_LIMIT_PER_MINUTE: '100000',
+  READ_RATE_LIMIT_PER_MINUTE: '100000',
+  DELETE_RATE_LIMIT_PER_MINUTE: '100000',
+  // The heartbeat loop sends one a second per tunnel: at the default bound's very edge.
+  HEARTBEAT_MAX_PER_MINUTE: '100000',
 };
 
 export interface WorldOptions {
