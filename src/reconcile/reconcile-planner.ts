@@ -38,6 +38,8 @@ export interface RowRef {
   cfTunnelId: string | null;
   dnsRecordId: string | null;
   hostname: string;
+  /** When it ended, if it has. */
+  endedAt?: Date | null;
 }
 
 /** Which rows a plan needs: every row matching any of these may reference something listed. */
@@ -204,6 +206,9 @@ function referencesRecord(row: RowRef, ref: Extract<OwnershipRef, { resource: 'd
 
 function skipReason(referencing: RowRef[], createdAt: string | null, now: number, graceMs: number): SkipReason | undefined {
   if (referencing.some(isLive)) return 'live_row';
+  // A row that ended moments ago was torn down by its own teardown, which the listing may
+  // predate: deleting now would only repeat that teardown's deletes.
+  if (referencing.some((r) => r.endedAt && now - r.endedAt.getTime() < graceMs)) return 'within_grace';
   const created = createdAt === null ? Number.NaN : Date.parse(createdAt);
   if (Number.isNaN(created)) return 'unknown_age';
   // A creation time in the future (clock skew) reads as young, which is the safe side.

@@ -3,7 +3,7 @@ import type { Candidate, OwnershipRef, RowKeys, RowRef } from './reconcile-plann
 
 /** Ids per `IN (...)` when loading rows: keeps each query's parameter list modest. */
 const DB_CHUNK = 1000;
-const ROW_REF_SELECT = { id: true, status: true, cfTunnelId: true, dnsRecordId: true, hostname: true } as const;
+const ROW_REF_SELECT = { id: true, status: true, cfTunnelId: true, dnsRecordId: true, hostname: true, endedAt: true } as const;
 
 /** The reconciler's reads and writes of PostgreSQL. */
 export class ReconcileRows {

@@ -84,6 +84,15 @@ describe('tunnels', () => {
       [ended.id]: 'remove:row_ended',
     });
   });
+  it('keeps what a row that ended within the grace referenced: its own teardown just removed it, and the listing may predate that', () => {
+    const justEnded = tunnel(`${PREFIX}${randomUUID()}`);
+    const longAgo = tunnel(`${PREFIX}${randomUUID()}`);
+    const rows = [
+      row(justEnded.name.slice(PREFIX.length), 'ended', { cfTunnelId: justEnded.id, endedAt: new Date(NOW - 100) }),
+      row(longAgo.name.slice(PREFIX.length), 'ended', { cfTunnelId: longAgo.id, endedAt: new Date(NOW - 3_600_000) }),
+    ];
+    expect(outcomes(plan({ tunnels: [justEnded, longAgo] }, rows))).toEqual({ [justEnded.id]: 'keep:within_grace', [longAgo.id]: 'remove:row_ended' });
+  });
 });
 
 describe('DNS records', () => {
