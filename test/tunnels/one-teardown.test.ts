@@ -117,4 +117,25 @@ describe('one teardown per tunnel', () => {
     const deadline = Number(await broker.redis.zscore('deadlines', id));
     expect(deadline).toBeGreaterThan(Date.now() + 25_000);
   });
+
+  it('a teardown saves every id it finds by a lookup before it deletes anything', async () => {
+    const userId = user();
+    const created = (await post(userId, `lookup-${randomUUID().slice(0, 8)}`)).json() as { tunnelId: string };
+    const id = created.tunnelId;
+    const known = await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } });
+    // A create whose answers were lost: the row knows neither id, and its holder died.
+    await broker.app.prisma.$executeRaw`UPDATE tunnels SET status = 'ending', end_reason = 'create_failed', cf_tunnel_id = NULL, dns_record_id = NULL, lease_generation = lease_generation + 1, lease_expires_at = clock_timestamp() WHERE id = ${id}::uuid`;
+    const remove = broker.emulator.injectFault({ endpoint: 'dns.delete', kind: 'error5xx', status: 500 });
+    try {
+      await makeDue(broker, id);
+      expect((await broker.app.reaper!.sweep()).retryScheduled).toBe(1);
+    } finally {
+      remove();
+    }
+    // Nothing could be deleted, yet whoever comes next knows exactly what exists.
+    expect(await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ending', cfTunnelId: known.cfTunnelId, dnsRecordId: known.dnsRecordId });
+    await makeDue(broker, id);
+    expect((await broker.app.reaper!.sweep()).ended).toBe(1);
+    expect(upstreamOf(id, known.hostname)).toEqual({ tunnels: 0, dns: 0 });
+  });
 });
