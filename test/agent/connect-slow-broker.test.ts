@@ -10,6 +10,7 @@ const t = useAgentBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '20000' } });
 const SLOW_CREATE_MS = 6_000;
 const REQUEST_TIMEOUT_SEC = '1';
 
+/** The user's live tunnels, as GET /v1/tunnels lists them (rate limited per user: poll at 500 ms, not faster). */
 async function liveTunnels(userId: string) {
   const res = await t.broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: t.broker.auth(userId) });
   expect(res.statusCode).toBe(200);
@@ -69,7 +70,7 @@ describe('agent connect against a broker slower than its requests', () => {
     expect(await exitCodeWithin(agent, 30_000), agent.output()).toBe(0);
     const ended = /The broker had finished creating tunnel \S+ \(([0-9a-f-]{36})\); ended it\./.exec(agent.output());
     expect(ended, agent.output()).not.toBeNull();
-    await eventually(async () => (await liveTunnels(userId)).length === 0, { timeoutMs: 15_000, what: 'no live tunnel for the user' });
+    await eventually(async () => (await liveTunnels(userId)).length === 0, { timeoutMs: 15_000, intervalMs: 500, what: 'no live tunnel for the user' });
     const rows = await rowsOf(userId);
     expect(rows.map((row) => [row.id, row.status, row.endReason])).toEqual([[ended![1], 'ended', 'deleted']]);
     expect(fake.runs()).toEqual([]);
@@ -112,6 +113,6 @@ describe('agent connect on Ctrl-C, when the broker is slow to end the tunnel', (
     expect(await exitCodeWithin(agent, 6_000)).toBe(130);
     expect(agent.output()).toContain(`Forced exit: tunnel ${tunnel.hostname} is left to the broker`);
     // The broker finishes the teardown it started on its own.
-    await eventually(async () => (await liveTunnels(userId)).length === 0, { timeoutMs: 30_000, what: 'the broker to end the tunnel' });
+    await eventually(async () => (await liveTunnels(userId)).length === 0, { timeoutMs: 30_000, intervalMs: 500, what: 'the broker to end the tunnel' });
   });
 });

@@ -59,7 +59,7 @@ async function online(agent: RunningProcess, fake: FakeCloudflared, userId: stri
   const [tunnel] = await eventually(async () => {
     const live = await liveTunnels(userId, on);
     return live.length === 1 && live[0]!.status === 'active' ? live : undefined;
-  }, { timeoutMs: 30_000, what: 'the tunnel to be active' });
+  }, { timeoutMs: 30_000, intervalMs: 500, what: 'the tunnel to be active' });
   const [run] = await eventually(() => (fake.runs().length > 0 ? fake.runs() : undefined), { timeoutMs: 30_000, what: 'cloudflared to start' });
   return { tunnel: tunnel!, run: run! };
 }
@@ -157,7 +157,7 @@ describe('agent connect', () => {
     const [second] = await eventually(async () => {
       const live = await liveTunnels(userId);
       return live.length === 1 && live[0]!.id !== first.id && live[0]!.status === 'active' ? live : undefined;
-    }, { timeoutMs: 30_000, what: 'the new tunnel' });
+    }, { timeoutMs: 30_000, intervalMs: 500, what: 'the new tunnel' });
     expect(second!.slug).toBe(slug);
     expect(second!.hostname).toBe(first.hostname);
 
@@ -181,7 +181,7 @@ describe('agent connect', () => {
     const live = await eventually(async () => {
       const tunnels = await liveTunnels(userId);
       return tunnels.length === 1 && tunnels[0]!.id !== first.id ? tunnels : undefined;
-    }, { timeoutMs: 30_000, what: 'the new tunnel' });
+    }, { timeoutMs: 30_000, intervalMs: 500, what: 'the new tunnel' });
     expect(agent.output()).toContain(`https://${live[0]!.hostname}`);
     await eventually(() => fake.runs().length === 2, { timeoutMs: 30_000, what: 'cloudflared to restart' });
     expect(await agent.stop('SIGINT')).toBe(0);
