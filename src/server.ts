@@ -2,8 +2,10 @@ import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from './cloudflare/emulator/emulator.js';
-import { type Config, ConfigError, loadConfig } from './config/env.js';
+import { type BootConfig, type Config, ConfigError, loadBootConfig } from './config/env.js';
 import { runMigrations } from './db/migrate.js';
+import { logServices, startServices, type StartedServices } from './dev-services/dev-services.js';
+import { RedisServerMissingError } from './dev-services/private-redis.js';
 import { createLogger } from './logging/logger.js';
 
 /** How long in-flight requests and the running sweep get to finish after SIGTERM. */
@@ -11,24 +13,46 @@ export const SHUTDOWN_GRACE_MS = 15_000;
 
 /**
  * `npm start`: migrate, then run the API and/or the reaper (BROKER_ROLE), until a signal.
- * With no Cloudflare settings outside production, a built-in emulator stands in.
+ * Outside production, what is not configured is started here: an embedded PostgreSQL without
+ * DATABASE_URL, a private redis-server without REDIS_URL, a Cloudflare emulator without
+ * Cloudflare settings.
  */
 async function main(): Promise<void> {
-  let config: Config;
+  let boot: BootConfig;
   try {
-    config = loadConfig(process.env);
+    boot = loadBootConfig(process.env);
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\nSee .env.example for every variable.\n`);
+      process.stderr.write(`${error.message}\nSee docs/configuration.md for every variable.\n`);
       process.exit(1);
     }
     throw error;
   }
-  const logger = createLogger(config);
+  const logger = createLogger(boot);
+
+  let services: StartedServices;
+  try {
+    services = await startServices(boot);
+  } catch (error) {
+    if (error instanceof RedisServerMissingError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
+    }
+    logger.fatal({ err: error }, 'cannot start PostgreSQL or Redis');
+    process.exit(1);
+  }
+  logServices(logger, services.description);
+  let config: Config = services.config;
 
   // Several instances may start together: the runner serialises them with an advisory lock.
-  const migrated = await runMigrations({ databaseUrl: config.databaseUrl, logger });
-  if (migrated.applied.length > 0) logger.info({ applied: migrated.applied }, 'database migrated');
+  try {
+    const migrated = await runMigrations({ databaseUrl: config.databaseUrl, logger });
+    if (migrated.applied.length > 0) logger.info({ applied: migrated.applied }, 'database migrated');
+  } catch (error) {
+    logger.fatal({ err: error }, 'cannot migrate the database');
+    await services.stop();
+    process.exit(1);
+  }
 
   let emulator: CloudflareEmulator | undefined;
   if (config.cloudflare.mode === 'emulator') {
@@ -57,6 +81,7 @@ async function main(): Promise<void> {
   } catch (error) {
     logger.fatal({ err: error }, 'startup failed');
     await emulator?.close();
+    await services.stop();
     process.exit(1);
   }
 
@@ -67,6 +92,8 @@ async function main(): Promise<void> {
     // then closes PostgreSQL and Redis (see the plugins' onClose hooks).
     await app.close();
     await emulator?.close();
+    // Last: the requests and the sweep that were draining still needed them.
+    await services.stop();
   });
 
   await app.listen({ host: config.http.host, port: config.http.port });

@@ -1,28 +1,44 @@
 import { randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { withDatabase } from '../src/db/migrate.js';
+import { processAlive } from '../src/dev-services/server-process.js';
 import { MIGRATION_NAMES } from './helpers/database.js';
 import { freePort, runTs, runTsToEnd } from './helpers/process.js';
-import { testKeyPrefix } from './helpers/redis-keys.js';
+import { REDIS_URL } from './helpers/redis-keys.js';
+import { testDatabaseServerUrl } from './helpers/test-services.js';
 
-const ADMIN_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
-const dbName = `tb_server_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
-const prefix = testKeyPrefix();
+const ADMIN_URL = testDatabaseServerUrl();
+const dataDirs: string[] = [];
 
-afterAll(async () => {
-  const client = new pg.Client({ connectionString: ADMIN_URL });
-  await client.connect();
-  await client.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-  await client.end();
+afterAll(() => {
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** A DEV_DATA_DIR of its own, as a fresh clone's empty .data (traversable by the embedded server's OS user). */
+function freshDataDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tb-server-data-'));
+  chmodSync(dir, 0o755);
+  dataDirs.push(dir);
+  return dir;
+}
+
 describe('npm start with no configuration at all', () => {
-  it('creates and migrates the database, runs on the built-in emulator, serves a tunnel end to end, and exits 0 on SIGTERM', async () => {
+  it('runs an embedded PostgreSQL and a private Redis in DEV_DATA_DIR, the built-in emulator, serves a tunnel end to end, and stops all of it on SIGTERM', async () => {
     const port = await freePort();
-    const env = { PORT: String(port), DATABASE_URL: `postgresql://postgres@127.0.0.1:5432/${dbName}`, REDIS_KEY_PREFIX: prefix };
+    const dataDir = freshDataDir();
+    // No DATABASE_URL, no REDIS_URL, no Cloudflare: what a newcomer's `npm start` sees.
+    const env = { PORT: String(port), DEV_DATA_DIR: dataDir };
     const server = runTs('src/server.ts', [], env);
     try {
       await server.waitFor(/tunnel broker ready/);
+      expect(server.output()).toContain(`PostgreSQL: embedded PostgreSQL 18`);
+      expect(server.output()).toContain(`data in ${path.join(dataDir, 'postgres')}`);
+      expect(server.output()).toContain(`Redis: private redis-server`);
+      expect(server.output()).toContain(`files in ${path.join(dataDir, 'redis')}`);
       expect(server.output()).toMatch(/DEVELOPMENT MODE: no Cloudflare settings/);
       expect(server.output()).toMatch(/DEVELOPMENT MODE: JWT_SECRET is not set/);
 
@@ -47,6 +63,10 @@ describe('npm start with no configuration at all', () => {
       expect(code).toBe(0);
     }
     expect(server.output()).not.toContain('"level":50');
+    // Both servers went with the broker.
+    const postmaster = path.join(dataDir, 'postgres', 'postmaster.pid');
+    expect(existsSync(postmaster) && processAlive(Number(readFileSync(postmaster, 'utf8').split('\n')[0]))).toBe(false);
+    expect(existsSync(path.join(dataDir, 'redis', 'server.json'))).toBe(false);
   });
 });
 
@@ -54,12 +74,26 @@ describe('startup failures', () => {
   it('refuses to start in production without secrets, naming each missing variable', async () => {
     const { code, output } = await runTsToEnd('src/server.ts', [], { NODE_ENV: 'production' });
     expect(code).toBe(1);
-    for (const name of ['JWT_SECRET', 'CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN']) expect(output).toContain(name);
+    for (const name of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN']) expect(output).toContain(name);
+  });
+
+  it('without REDIS_URL and without redis-server on the PATH, exits at once with how to install one, having started nothing', async () => {
+    const dataDir = freshDataDir();
+    const emptyPath = mkdtempSync(path.join(tmpdir(), 'tb-no-redis-'));
+    dataDirs.push(emptyPath);
+    const started = Date.now();
+    const { code, output } = await runTsToEnd('src/server.ts', [], { DEV_DATA_DIR: dataDir, PATH: emptyPath, PORT: String(await freePort()) });
+    expect(code).toBe(1);
+    expect(output).toContain('there is no `redis-server` on the PATH');
+    for (const hint of ['brew install redis', 'apt install redis-server', 'REDIS_URL']) expect(output).toContain(hint);
+    expect(output).not.toMatch(/"level":(50|60)|\bat .*\.ts:\d+/); // a message, not a stack trace
+    expect(existsSync(path.join(dataDir, 'postgres'))).toBe(false);
+    expect(Date.now() - started).toBeLessThan(20_000);
   });
 
   it('fails fast when PostgreSQL cannot be reached', async () => {
     const started = Date.now();
-    const { code, output } = await runTsToEnd('src/server.ts', [], { DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nothing', PORT: String(await freePort()) });
+    const { code, output } = await runTsToEnd('src/server.ts', [], { DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nothing', REDIS_URL, PORT: String(await freePort()) });
     expect(code).not.toBe(0);
     expect(output).toMatch(/ECONNREFUSED|connect|PostgreSQL/i);
     expect(Date.now() - started).toBeLessThan(25_000);
@@ -69,7 +103,7 @@ describe('startup failures', () => {
 describe('npm run db:migrate', () => {
   it('creates a missing database and applies the migrations, then has nothing to do', async () => {
     const name = `tb_migrate_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
-    const env = { DATABASE_URL: `postgresql://postgres@127.0.0.1:5432/${name}` };
+    const env = { DATABASE_URL: withDatabase(ADMIN_URL, name) };
     try {
       const first = await runTsToEnd('src/db/migrate-main.ts', [], env);
       expect(first.code).toBe(0);

@@ -2,7 +2,8 @@ import { userInfo } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { type Config, ConfigError, loadConfig } from '../config/env.js';
+import { type BootConfig, type Config, ConfigError, loadBootConfig } from '../config/env.js';
+import { type ServiceNeeds, startServices } from '../dev-services/dev-services.js';
 import { loggerOptions } from '../logging/logger.js';
 
 /** Exit codes every command keeps to, so scripts can tell a typo from a missing tunnel. */
@@ -42,12 +43,31 @@ export interface GlobalOptions {
   logLevel: LogLevel;
 }
 
-export function loadCliConfig(context: CliContext): Config {
+export function loadCliConfig(context: CliContext): BootConfig {
   try {
-    return loadConfig(context.env);
+    return loadBootConfig(context.env);
   } catch (error) {
-    if (error instanceof ConfigError) throw new CliError(`${error.message}\nSee .env.example for every variable, or run \`tunnel-broker doctor\`.`);
+    if (error instanceof ConfigError) throw new CliError(`${error.message}\nSee docs/configuration.md for every variable, or run \`tunnel-broker doctor\`.`);
     throw error;
+  }
+}
+
+/**
+ * Runs `fn` with the stores resolved as `npm start` resolves them: DATABASE_URL and REDIS_URL,
+ * or the embedded PostgreSQL and private Redis in DEV_DATA_DIR (used if a broker is running
+ * them, else started for the command and stopped after it).
+ */
+export async function withServices<T>(boot: BootConfig, fn: (config: Config) => Promise<T>, needs: ServiceNeeds = { redis: true }): Promise<T> {
+  let services;
+  try {
+    services = await startServices(boot, needs);
+  } catch (error) {
+    throw new CliError(`cannot start PostgreSQL or Redis: ${describeError(error)}`);
+  }
+  try {
+    return await fn(services.config);
+  } finally {
+    await services.stop();
   }
 }
 
@@ -77,29 +97,31 @@ export interface BrokerOptions {
  * whatever BROKER_ROLE the environment was written for.
  */
 export async function withBroker<T>(context: CliContext, options: BrokerOptions, fn: (app: FastifyInstance, config: Config) => Promise<T>): Promise<T> {
-  const config = loadCliConfig(context);
-  if (options.needsCloudflare && config.cloudflare.mode === 'emulator') {
+  const boot = loadCliConfig(context);
+  if (options.needsCloudflare && boot.cloudflare.mode === 'emulator') {
     throw new CliError(
       'Cloudflare is not configured. Without CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN, ' +
         '`npm start` uses an emulator inside its own process, which this command cannot reach. Set them (for a standalone ' +
         'emulator, `npm run emulator`, also CLOUDFLARE_BASE_URL).',
     );
   }
-  const logger = cliLogger(config, options.logLevel, context);
+  const logger = cliLogger(boot, options.logLevel, context);
   // Loaded here, not at the top: `token create` and `doctor` should not pay for the whole broker.
   const { buildApp } = await import('../app.js');
-  let app: FastifyInstance;
-  try {
-    app = await buildApp({ ...config, role: 'all' }, { logger, startReaper: false, startReconciler: false });
-    await app.ready();
-  } catch (error) {
-    throw new CliError(`cannot start: ${describeError(error)}\nRun \`tunnel-broker doctor\` to check the configuration.`);
-  }
-  try {
-    return await fn(app, config);
-  } finally {
-    await app.close();
-  }
+  return withServices(boot, async (config) => {
+    let app: FastifyInstance;
+    try {
+      app = await buildApp({ ...config, role: 'all' }, { logger, startReaper: false, startReconciler: false });
+      await app.ready();
+    } catch (error) {
+      throw new CliError(`cannot start: ${describeError(error)}\nRun \`tunnel-broker doctor\` to check the configuration.`);
+    }
+    try {
+      return await fn(app, config);
+    } finally {
+      await app.close();
+    }
+  });
 }
 
 /** Who `operator:<name>` is: --as, else the login name. */

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Type, { type Static } from 'typebox';
 import Value from 'typebox/value';
 import { parsePublicKeyPem } from '../auth/provider-keys.js';
@@ -35,8 +37,12 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
   /** Which loops this process runs: the HTTP API, the reaper, or both (`all`). */
   BROKER_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('reaper')], { default: 'all' }),
-  DATABASE_URL: Type.String({ default: 'postgresql://postgres@127.0.0.1:5432/tunnel_broker', pattern: '^postgres(ql)?://' }),
-  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+  /** Unset outside production: an embedded PostgreSQL with its data in DEV_DATA_DIR. */
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  /** Unset outside production: a private redis-server from the PATH, its files in DEV_DATA_DIR. */
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /** Where the embedded PostgreSQL and the private Redis keep their files (default: .data in the project). */
+  DEV_DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_KEY_PREFIX: Type.String({ default: 'tb:', maxLength: 64 }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** Also accept RS256/ES256 access tokens from an identity provider: a PEM public key, or a JWKS URL. */
@@ -118,6 +124,8 @@ export interface Config {
   http: { host: string; port: number };
   databaseUrl: string;
   redis: { url: string; keyPrefix: string };
+  /** Where the embedded PostgreSQL and the private Redis live when DATABASE_URL or REDIS_URL is not set. */
+  devServices: { dataDir: string };
   jwt: {
     secret: string;
     isDevelopmentSecret: boolean;
@@ -149,6 +157,18 @@ export interface Config {
   warnings: string[];
 }
 
+/**
+ * The config as the environment gives it, before the stores are resolved: DATABASE_URL and
+ * REDIS_URL may be unset (development), and src/dev-services/dev-services.ts fills them in.
+ */
+export type BootConfig = Omit<Config, 'databaseUrl' | 'redis'> & {
+  databaseUrl: string | undefined;
+  redis: { url: string | undefined; keyPrefix: string };
+};
+
+/** The project's own .data folder, wherever the broker is started from. */
+export const DEFAULT_DEV_DATA_DIR = fileURLToPath(new URL('../../.data', import.meta.url));
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
@@ -158,8 +178,22 @@ export class ConfigError extends Error {
 
 const CLOUDFLARE_VARS = ['CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN'] as const;
 
-/** Validates the environment and derives the config. Throws ConfigError naming every bad variable. */
+/**
+ * Validates the environment and derives the config, for code that is given its stores
+ * (tests, tools): DATABASE_URL and REDIS_URL must both be set. Throws ConfigError naming every
+ * bad variable.
+ */
 export function loadConfig(source: Record<string, string | undefined>): Config {
+  const boot = loadBootConfig(source);
+  const problems: string[] = [];
+  if (boot.databaseUrl === undefined) problems.push('DATABASE_URL: required here');
+  if (boot.redis.url === undefined) problems.push('REDIS_URL: required here');
+  if (problems.length > 0 || boot.databaseUrl === undefined || boot.redis.url === undefined) throw new ConfigError(problems);
+  return { ...boot, databaseUrl: boot.databaseUrl, redis: { ...boot.redis, url: boot.redis.url } };
+}
+
+/** Validates the environment and derives the boot config. Throws ConfigError naming every bad variable. */
+export function loadBootConfig(source: Record<string, string | undefined>): BootConfig {
   const known = Object.keys(EnvSchema.properties);
   const raw: Record<string, unknown> = {};
   for (const key of known) {
@@ -184,6 +218,9 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     problems.push('TUNNEL_TTL_SECONDS: must be greater than HEARTBEAT_INTERVAL_SECONDS, or every tunnel is reaped between heartbeats');
   }
   const production = env.NODE_ENV === 'production';
+  // The embedded PostgreSQL and the private Redis are for development: production names its stores.
+  if (production && env.DATABASE_URL === undefined) problems.push('DATABASE_URL: required when NODE_ENV=production');
+  if (production && env.REDIS_URL === undefined) problems.push('REDIS_URL: required when NODE_ENV=production');
   if (production && !env.JWT_SECRET) problems.push('JWT_SECRET: required when NODE_ENV=production (at least 32 characters)');
   // PEM keys arrive through env files with literal "\n" more often than not.
   const publicKeyPem = env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n');
@@ -219,6 +256,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     http: { host: env.HOST, port: env.PORT },
     databaseUrl: env.DATABASE_URL,
     redis: { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX },
+    devServices: { dataDir: env.DEV_DATA_DIR === undefined ? DEFAULT_DEV_DATA_DIR : path.resolve(env.DEV_DATA_DIR) },
     jwt: {
       secret: env.JWT_SECRET ?? DEV_JWT_SECRET,
       isDevelopmentSecret: env.JWT_SECRET === undefined,

@@ -1,21 +1,32 @@
-// `npm run db:migrate`: applies prisma/migrations to DATABASE_URL with the pg-based
-// runner, because `prisma migrate deploy` needs a native engine that is not always
-// installable. Exit code 0 when the database is up to date, 1 otherwise.
-import { ConfigError, loadConfig } from '../config/env.js';
+// `npm run db:migrate`: applies prisma/migrations to DATABASE_URL (or, without it, to the
+// embedded PostgreSQL that `npm start` uses) with the pg-based runner, because `prisma
+// migrate deploy` needs a native engine that is not always installable. Exit code 0 when
+// the database is up to date, 1 otherwise.
+import { type BootConfig, ConfigError, loadBootConfig } from '../config/env.js';
+import { logServices, startServices, type StartedServices } from '../dev-services/dev-services.js';
 import { createLogger } from '../logging/logger.js';
 import { redactUrl } from '../logging/redact-url.js';
 import { MigrationError, runMigrations } from './migrate.js';
 
 async function main(): Promise<number> {
-  let config;
+  let boot: BootConfig;
   try {
-    config = loadConfig(process.env);
+    boot = loadBootConfig(process.env);
   } catch (error) {
     // Before a logger exists; ConfigError already lists every bad variable.
     process.stderr.write(`db:migrate: ${error instanceof ConfigError ? error.message : describe(error)}\n`);
     return 1;
   }
-  const logger = createLogger(config);
+  const logger = createLogger(boot);
+  let services: StartedServices;
+  try {
+    services = await startServices(boot, { redis: false });
+  } catch (error) {
+    process.stderr.write(`db:migrate: ${describe(error)}\n`);
+    return 1;
+  }
+  logServices(logger, services.description);
+  const { config } = services;
   const database = redactUrl(config.databaseUrl);
   try {
     const result = await runMigrations({ databaseUrl: config.databaseUrl, logger });
@@ -32,6 +43,8 @@ async function main(): Promise<number> {
     const heading = error instanceof MigrationError ? `db:migrate failed (${error.code})` : 'db:migrate failed';
     process.stderr.write(`${heading} on ${database}:\n${describe(error)}\n`);
     return 1;
+  } finally {
+    await services.stop();
   }
 }
 

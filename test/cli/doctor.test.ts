@@ -5,10 +5,11 @@ import { quoteIdent, withDatabase } from '../../src/db/migrate.js';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { CLI_TEST_TIMEOUT_MS, cliEnv, cliRunner } from '../helpers/cli.js';
 import { MIGRATION_NAMES } from '../helpers/database.js';
+import { testDatabaseServerUrl } from '../helpers/test-services.js';
 
 const runCli = cliRunner();
 
-const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const ADMIN_URL = testDatabaseServerUrl();
 
 let broker: TestBroker;
 const databases: string[] = [];

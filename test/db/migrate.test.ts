@@ -9,8 +9,9 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ensureDatabase, MigrationError, type MigrationRow, migrationStatus, quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
 import { withClient } from '../helpers/database.js';
+import { testDatabaseServerUrl } from '../helpers/test-services.js';
 
-const BASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const BASE_URL = testDatabaseServerUrl();
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
 const INIT = '20261122000000_init';
 /** Every migration in prisma/migrations, in order. */
@@ -124,7 +125,8 @@ describe('runMigrations against the real migrations', () => {
       { name: 'applied_steps_count', type: 'integer', not_null: true, default: '0' },
     ]);
     const pkey = await withClient(db.url, async (c) =>
-      (await c.query(`SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = '_prisma_migrations'::regclass`)).rows,
+      // contype n: PostgreSQL 18 lists NOT NULL as constraints too; the columns above cover nullability.
+      (await c.query(`SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = '_prisma_migrations'::regclass AND contype <> 'n'`)).rows,
     );
     expect(pkey).toEqual([{ conname: '_prisma_migrations_pkey', def: 'PRIMARY KEY (id)' }]);
   });

@@ -318,7 +318,9 @@ async function readCatalog(url: string): Promise<Catalog> {
     const constraints = (await c.query<{ table: string; name: string; type: string }>(
       `SELECT t.relname AS table, con.conname AS name, con.contype::text AS type
          FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid
-        WHERE t.relnamespace = 'public'::regnamespace AND t.relname <> '_prisma_migrations' ORDER BY 1, 2`,
+        WHERE t.relnamespace = 'public'::regnamespace AND t.relname <> '_prisma_migrations'
+          -- PostgreSQL 18 also lists NOT NULL as constraints (contype n); nullability is compared column by column.
+          AND con.contype <> 'n' ORDER BY 1, 2`,
     )).rows;
 
     const foreignKeys = (await c.query<ExpectedForeignKey>(

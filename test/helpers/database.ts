@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
+import { testDatabaseServerUrl } from './test-services.js';
 
 export interface TestDatabase {
   url: string;
@@ -12,7 +13,6 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-const DEFAULT_BASE_URL = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
 const TEMPLATE_PREFIX = 'tb_tpl_';
 /** The databases this test file made and has not dropped yet (each file has its own module registry). */
@@ -29,8 +29,8 @@ export const MIGRATION_NAMES: readonly string[] = readdirSync(MIGRATIONS_DIR, { 
 const TEMPLATE_LOCK_KEY = 0x7462_7470; // "tbtp"
 
 /**
- * A fresh, fully migrated database with a unique name (tb_test_<random>) on the local
- * server; drop() removes it, terminating leftover connections.
+ * A fresh, fully migrated database with a unique name (tb_test_<random>) on the run's
+ * server (test/helpers/test-services.ts); drop() removes it, terminating leftover connections.
  *
  * Cloning is ~10x faster than migrating (see the measurements in the report that came
  * with this file), so the migrations run once into a template database named after a
@@ -42,7 +42,7 @@ const TEMPLATE_LOCK_KEY = 0x7462_7470; // "tbtp"
  * killed leaves one. docs/guarantees.md (Tests) says how to clear those and old templates.
  */
 export async function createTestDatabase(): Promise<TestDatabase> {
-  const baseUrl = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL;
+  const baseUrl = testDatabaseServerUrl();
   const template = await ensureTemplate(baseUrl);
   const name = `tb_test_${randomBytes(6).toString('hex')}`;
   await withClient(baseUrl, (client) => client.query(`CREATE DATABASE ${quoteIdent(name)} TEMPLATE ${quoteIdent(template)}`));
@@ -69,7 +69,7 @@ export async function dropTestDatabases(): Promise<void> {
 
 /** Whether a database of that name exists on the test server. */
 export async function databaseExists(name: string): Promise<boolean> {
-  const baseUrl = process.env.TEST_DATABASE_URL ?? DEFAULT_BASE_URL;
+  const baseUrl = testDatabaseServerUrl();
   return withClient(baseUrl, async (client) => (await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1);
 }
 

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { testRedisUrl } from './test-services.js';
 
-/** The machine's shared Redis, db 0: every test file works under its own key prefix there. */
-export const REDIS_URL = 'redis://127.0.0.1:6379';
+/** The run's Redis (test/helpers/test-services.ts), db 0: every test file works under its own key prefix there. */
+export const REDIS_URL = testRedisUrl();
 
 /** What every test prefix starts with, so leftovers are easy to find: `redis-cli --scan --pattern 'test:*'`. */
 export const TEST_KEY_NAMESPACE = 'test:';

@@ -2,8 +2,9 @@ import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
-import { type Config, ConfigError, loadConfig } from '../../config/env.js';
+import { type BootConfig, type Config, ConfigError, loadBootConfig } from '../../config/env.js';
 import { migrationStatus } from '../../db/migrate.js';
+import { startServices, type ServicesDescription, type StartedServices } from '../../dev-services/dev-services.js';
 import { redactUrl } from '../../logging/redact-url.js';
 import { CliError, type CliContext, describeError } from '../context.js';
 import { json, plural } from '../output.js';
@@ -37,9 +38,9 @@ export function registerDoctorCommand(program: Command, context: CliContext): vo
 }
 
 export async function runChecks(env: Record<string, string | undefined>): Promise<CheckResult[]> {
-  let config: Config;
+  let boot: BootConfig;
   try {
-    config = loadConfig(env);
+    boot = loadBootConfig(env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return [
@@ -47,11 +48,11 @@ export async function runChecks(env: Record<string, string | undefined>): Promis
       ...['database', 'migrations', 'redis', 'cloudflare'].map((name): CheckResult => ({ name, status: 'skipped', message: 'skipped: the configuration is invalid' })),
     ];
   }
-  const checks: CheckResult[] = [{ name: 'configuration', status: 'ok', message: describeConfig(config) }];
-  for (const warning of config.warnings) {
+  const checks: CheckResult[] = [{ name: 'configuration', status: 'ok', message: describeConfig(boot) }];
+  for (const warning of boot.warnings) {
     checks.push({ name: 'configuration warning', status: 'warn', message: warning, fix: 'set the variables it names: with NODE_ENV=production the broker refuses to start without them' });
   }
-  if (config.jwt.isDevelopmentSecret) {
+  if (boot.jwt.isDevelopmentSecret) {
     checks.push({
       name: 'jwt secret',
       status: 'warn',
@@ -59,18 +60,42 @@ export async function runChecks(env: Record<string, string | undefined>): Promis
       fix: 'set JWT_SECRET to at least 32 random characters',
     });
   }
-  const [database, redis, cloudflare] = await Promise.all([checkDatabase(config), checkRedis(config), checkCloudflare(config)]);
-  return [...checks, ...database, redis, ...cloudflare];
+  // Without DATABASE_URL or REDIS_URL, the stores `npm start` would use: the embedded
+  // PostgreSQL and the private Redis, used if running, else started for the check.
+  let services: StartedServices;
+  try {
+    services = await startServices(boot);
+  } catch (error) {
+    return [
+      ...checks,
+      { name: 'stores', status: 'fail', message: `cannot start the development PostgreSQL or Redis: ${describeError(error)}`, fix: 'set DATABASE_URL and REDIS_URL, or install what the message names' },
+      ...['database', 'migrations', 'redis'].map((name): CheckResult => ({ name, status: 'skipped', message: 'skipped: no store to check' })),
+      ...(await checkCloudflare(boot)),
+    ];
+  }
+  try {
+    const { config, description } = services;
+    const [database, redis, cloudflare] = await Promise.all([checkDatabase(config, description), checkRedis(config, description), checkCloudflare(config)]);
+    return [...checks, ...database, redis, ...cloudflare];
+  } finally {
+    await services.stop();
+  }
 }
 
-function describeConfig(config: Config): string {
+/** How a check names where a store's data is, when the broker runs it itself. */
+function storeNote(store: ServicesDescription['postgres'] | ServicesDescription['redis']): string {
+  if (store.source === 'given' || store.source === 'unused') return '';
+  return ` (${store.source === 'embedded' ? 'embedded' : 'private'}, data in ${store.dataDir}${store.reused ? ', already running' : ', started for this check'})`;
+}
+
+function describeConfig(config: BootConfig): string {
   const cloudflare = config.cloudflare.mode === 'emulator'
     ? 'no Cloudflare settings (development: the built-in emulator)'
     : `Cloudflare account ${config.cloudflare.accountId}, zone ${config.cloudflare.zoneId}`;
   return `valid (NODE_ENV=${config.env}, BROKER_ROLE=${config.role}, TUNNEL_DOMAIN=${config.tunnels.domain}, ${cloudflare})`;
 }
 
-async function checkDatabase(config: Config): Promise<CheckResult[]> {
+async function checkDatabase(config: Config, description: ServicesDescription): Promise<CheckResult[]> {
   const where = redactUrl(config.databaseUrl);
   const client = new pg.Client({ connectionString: config.databaseUrl, connectionTimeoutMillis: PROBE_TIMEOUT_MS });
   // A server-side disconnect would otherwise be an uncaught 'error' event.
@@ -93,7 +118,7 @@ async function checkDatabase(config: Config): Promise<CheckResult[]> {
   } finally {
     await client.end().catch(() => {});
   }
-  const database: CheckResult = { name: 'database', status: 'ok', message: `PostgreSQL ${version} at ${where}` };
+  const database: CheckResult = { name: 'database', status: 'ok', message: `PostgreSQL ${version} at ${where}${storeNote(description.postgres)}` };
   try {
     return [database, migrationsCheck(await migrationStatus({ databaseUrl: config.databaseUrl }))];
   } catch (error) {
@@ -124,7 +149,7 @@ function migrationsCheck(status: Awaited<ReturnType<typeof migrationStatus>>): C
   return { name, status: 'ok', message: `${status.applied.length} applied, none pending` };
 }
 
-async function checkRedis(config: Config): Promise<CheckResult> {
+async function checkRedis(config: Config, description: ServicesDescription): Promise<CheckResult> {
   const where = redactUrl(config.redis.url);
   // A probe, not the broker's client: one attempt, no reconnect loop.
   const redis = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: PROBE_TIMEOUT_MS, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -137,7 +162,7 @@ async function checkRedis(config: Config): Promise<CheckResult> {
     await redis.connect();
     const info = await redis.info('server');
     const version = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
-    return { name: 'redis', status: 'ok', message: `Redis ${version} at ${where} (key prefix ${JSON.stringify(config.redis.keyPrefix)})` };
+    return { name: 'redis', status: 'ok', message: `Redis ${version} at ${where} (key prefix ${JSON.stringify(config.redis.keyPrefix)})${storeNote(description.redis)}` };
   } catch (error) {
     const message = describeError(cause ?? error);
     const fix = /NOAUTH|WRONGPASS|invalid password/i.test(message) ? 'check the password in REDIS_URL' : 'start Redis, or point REDIS_URL at it';
@@ -147,7 +172,7 @@ async function checkRedis(config: Config): Promise<CheckResult> {
   }
 }
 
-async function checkCloudflare(config: Config): Promise<CheckResult[]> {
+async function checkCloudflare(config: BootConfig): Promise<CheckResult[]> {
   if (config.cloudflare.mode === 'emulator') {
     return [{
       name: 'cloudflare',
