@@ -31,8 +31,8 @@ import pg from 'pg';
 import { signAccessToken } from '../src/auth/access-token.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../src/cloudflare/emulator/emulator.js';
 import { withDatabase } from '../src/db/migrate.js';
-import { startPrivateRedis, type PrivateRedis } from '../test/helpers/private-services.js';
-import { deleteKeysUnderPrefix } from '../test/helpers/redis-keys.js';
+import type { PrivateRedis } from '../test/helpers/private-services.js';
+import { startTestServices } from '../test/helpers/test-services.js';
 import { readProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import { bearerHeaders, type TokenKind } from './lib/tokens.js';
 import {
@@ -62,8 +62,16 @@ import {
 import { fmt, fmtBytes, markdownTable, median, percentile, ratio, textTable, type Verdict } from './lib/stats.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-const PG_SERVER_URL = process.env.BENCH_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+// The same stores as `npm test`: an embedded PostgreSQL and a private Redis started for the
+// run, or BENCH_DATABASE_URL / BENCH_REDIS_URL. The test helpers read them from the
+// environment outside vitest, so they are loaded after it is set.
+const services = await startTestServices({ TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_REDIS_URL: process.env.BENCH_REDIS_URL });
+process.env.TEST_DATABASE_URL = services.databaseServerUrl;
+process.env.TEST_REDIS_URL = services.redisUrl;
+const { startPrivateRedis } = await import('../test/helpers/private-services.js');
+const { deleteKeysUnderPrefix } = await import('../test/helpers/redis-keys.js');
+const PG_SERVER_URL = services.databaseServerUrl;
+const REDIS_URL = services.redisUrl;
 const DOMAIN = 'tunnels.bench';
 const TUNNEL_NAME_PREFIX = 'tb-';
 
@@ -1068,6 +1076,8 @@ async function main(): Promise<void> {
   let failed: unknown;
   try {
     run.log(`run ${run.id}: ${report.machine.cores} cores, ${report.machine.cpu}, Node ${report.machine.node}${args.profile ? ', profiling' : ''}`);
+    // Also on Ctrl-C, which exits through run.cleanup() (stop() is idempotent).
+    run.defer('stop the stores', () => services.stop());
     const emulator = await startCloudflareEmulator({ zoneName: DOMAIN, maxTunnels: 1_000_000 });
     run.defer('close emulator', () => emulator.close());
     const ctx: Ctx = { run, args, emulator, profileDir };
@@ -1114,4 +1124,8 @@ async function main(): Promise<void> {
   else if (existsSync(profileDir)) rmSync(profileDir, { recursive: true, force: true });
 }
 
-await main();
+try {
+  await main();
+} finally {
+  await services.stop();
+}

@@ -8,11 +8,22 @@
  * then, after a failure has been shrunk, from the next seed. Prints the seed first (a
  * random one when none is given) and at the end a summary: sequences, commands, faults
  * injected, and each failure with its seed and fast-check path for replay.
- * Needs PostgreSQL and Redis on localhost, like the tests.
+ * Starts an embedded PostgreSQL and a private Redis as `npm test` does (or uses
+ * TEST_DATABASE_URL / TEST_REDIS_URL).
  */
 import { parseArgs } from 'node:util';
-import { formatPhases, type ModelRunResult, runModel, type SequenceReport } from '../test/model/harness.js';
-import { World } from '../test/model/world.js';
+import { startTestServices } from '../test/helpers/test-services.js';
+
+// The test helpers read the services from the environment outside vitest, so they are set
+// before the harness (and the helpers it imports) load.
+const services = await startTestServices(process.env);
+process.env.TEST_DATABASE_URL = services.databaseServerUrl;
+process.env.TEST_REDIS_URL = services.redisUrl;
+console.log(`soak: ${services.describe}`);
+const { formatPhases, runModel } = await import('../test/model/harness.js');
+const { World } = await import('../test/model/world.js');
+type ModelRunResult = import('../test/model/harness.js').ModelRunResult;
+type SequenceReport = import('../test/model/harness.js').SequenceReport;
 
 const { values } = parseArgs({
   options: {
@@ -84,6 +95,7 @@ try {
   exitCode = 2;
 } finally {
   await world.close();
+  await services.stop();
 }
 
 console.log('\n==== soak summary ====');

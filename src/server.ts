@@ -96,7 +96,16 @@ async function main(): Promise<void> {
     await services.stop();
   });
 
-  await app.listen({ host: config.http.host, port: config.http.port });
+  try {
+    await app.listen({ host: config.http.host, port: config.http.port });
+  } catch (error) {
+    const inUse = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    logger.fatal({ err: error }, inUse ? `port ${config.http.port} is in use: set PORT to a free one` : 'cannot listen');
+    await app.close();
+    await emulator?.close();
+    await services.stop();
+    process.exit(1);
+  }
   logger.info({ role: config.role, reaper: app.reaper !== null }, `tunnel broker ready on http://${config.http.host}:${config.http.port}`);
 }
 

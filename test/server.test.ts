@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -89,6 +90,23 @@ describe('startup failures', () => {
     expect(output).not.toMatch(/"level":(50|60)|\bat .*\.ts:\d+/); // a message, not a stack trace
     expect(existsSync(path.join(dataDir, 'postgres'))).toBe(false);
     expect(Date.now() - started).toBeLessThan(20_000);
+  });
+
+  it('on a port already in use, says so and stops the embedded PostgreSQL and private Redis it started', async () => {
+    const dataDir = freshDataDir();
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const { code, output } = await runTsToEnd('src/server.ts', [], { DEV_DATA_DIR: dataDir, PORT: String(port) });
+      expect(code).toBe(1);
+      expect(output).toContain(`port ${port} is in use: set PORT to a free one`);
+      const postmaster = path.join(dataDir, 'postgres', 'postmaster.pid');
+      expect(existsSync(postmaster) && processAlive(Number(readFileSync(postmaster, 'utf8').split('\n')[0]))).toBe(false);
+      expect(existsSync(path.join(dataDir, 'redis', 'server.json'))).toBe(false);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   it('fails fast when PostgreSQL cannot be reached', async () => {

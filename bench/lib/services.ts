@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { quoteIdent, runMigrations, withDatabase } from '../../src/db/migrate.js';
-import { freePort } from '../../test/helpers/process.js';
+import { freePort } from '../../src/dev-services/free-port.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
