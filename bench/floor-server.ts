@@ -11,7 +11,7 @@
 import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
-import { loadConfig } from '../src/config/env.js';
+import { loadBootConfig } from '../src/config/env.js';
 import { authPlugin } from '../src/plugins/auth.js';
 import { createRedisClient } from '../src/plugins/redis.js';
 
@@ -25,7 +25,7 @@ export interface FloorOptions {
 
 /** The floor app, not listening. */
 export async function buildFloor(options: FloorOptions): Promise<FastifyInstance> {
-  const config = loadConfig({ NODE_ENV: 'test', JWT_SECRET: options.jwtSecret });
+  const config = loadBootConfig({ NODE_ENV: 'test', JWT_SECRET: options.jwtSecret });
   const { redis, ttlSeconds } = options;
   const app = Fastify({ logger: false });
   await app.register(authPlugin, { jwt: config.jwt });

@@ -1,5 +1,7 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_RESERVED_SLUGS, loadConfig } from '../../src/config/env.js';
+import { ConfigError, DEFAULT_DEV_DATA_DIR, DEFAULT_RESERVED_SLUGS, loadBootConfig, loadConfig } from '../../src/config/env.js';
 
 const cloudflare = {
   CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32), CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
@@ -7,7 +9,7 @@ const cloudflare = {
 
 function problems(env: Record<string, string>): string[] {
   try {
-    loadConfig(env);
+    loadBootConfig(env);
   } catch (error) {
     expect(error).toBeInstanceOf(ConfigError);
     return (error as ConfigError).problems;
@@ -17,17 +19,33 @@ function problems(env: Record<string, string>): string[] {
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {
-    const config = loadConfig({});
+    const config = loadBootConfig({});
     expect(config.http.port).toBe(3000);
     expect(config.tunnels).toMatchObject({ heartbeatIntervalSeconds: 20, ttlSeconds: 60, maxPerUser: 5, createRateLimitPerMinute: 20, readRateLimitPerMinute: 120, deleteRateLimitPerMinute: 60 });
     expect(config.reaper.intervalSeconds).toBeLessThanOrEqual(5);
-    expect(config.databaseUrl).toMatch(/^postgresql:\/\/.*127\.0\.0\.1/);
-    expect(config.redis.url).toMatch(/^redis:\/\/127\.0\.0\.1/);
+    // No store is assumed: unset, they are the embedded PostgreSQL and private Redis in .data.
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.redis.url).toBeUndefined();
+    expect(config.devServices.dataDir).toBe(DEFAULT_DEV_DATA_DIR);
+    expect(DEFAULT_DEV_DATA_DIR).toBe(path.resolve(fileURLToPath(new URL('../../.data', import.meta.url))));
     expect(config.cloudflare.timeoutMs).toBe(10_000);
   });
 
+  it('resolves DEV_DATA_DIR against the working directory', () => {
+    expect(loadBootConfig({ DEV_DATA_DIR: 'somewhere/data' }).devServices.dataDir).toBe(path.resolve('somewhere/data'));
+  });
+
+  it('gives code that is handed its stores (tools, tests) a config only with both DATABASE_URL and REDIS_URL', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:1' })).toThrow(/DATABASE_URL: required here/);
+    expect(() => loadConfig({ DATABASE_URL: 'postgresql://127.0.0.1:1/x' })).toThrow(/REDIS_URL: required here/);
+    expect(loadConfig({ DATABASE_URL: 'postgresql://127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1' })).toMatchObject({
+      databaseUrl: 'postgresql://127.0.0.1:1/x',
+      redis: { url: 'redis://127.0.0.1:1' },
+    });
+  });
+
   it('runs on the built-in emulator with a development secret when nothing is set outside production', () => {
-    const config = loadConfig({});
+    const config = loadBootConfig({});
     expect(config.cloudflare.mode).toBe('emulator');
     expect(config.jwt.isDevelopmentSecret).toBe(true);
   });
@@ -39,10 +57,11 @@ describe('loadConfig', () => {
     expect(found.join('\n')).toMatch(/LOG_LEVEL/);
   });
 
-  it('makes a missing secret or Cloudflare setting fatal in production', () => {
+  it('makes a missing store, secret or Cloudflare setting fatal in production (no embedded PostgreSQL or private Redis there)', () => {
     const found = problems({ NODE_ENV: 'production' }).join('\n');
-    for (const name of ['JWT_SECRET', 'CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN']) expect(found).toContain(name);
-    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), ...cloudflare }).cloudflare.mode).toBe('remote');
+    for (const name of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'CLOUDFLARE_API_TOKEN', 'CLOUDFLARE_ACCOUNT_ID', 'CLOUDFLARE_ZONE_ID', 'TUNNEL_DOMAIN']) expect(found).toContain(name);
+    const stores = { DATABASE_URL: 'postgresql://db.internal/broker', REDIS_URL: 'rediss://cache.internal' };
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 's'.repeat(32), ...stores, ...cloudflare }).cloudflare.mode).toBe('remote');
   });
 
   it('refuses a partial Cloudflare configuration instead of silently using the emulator', () => {
@@ -80,7 +99,7 @@ describe('loadConfig', () => {
   });
 
   it('takes a configurable reserved list, lower-cased', () => {
-    expect([...loadConfig({ RESERVED_SLUGS: 'Foo, bar' }).tunnels.reservedSlugs]).toEqual(['foo', 'bar']);
-    expect(loadConfig({}).tunnels.reservedSlugs.size).toBe(DEFAULT_RESERVED_SLUGS.length);
+    expect([...loadBootConfig({ RESERVED_SLUGS: 'Foo, bar' }).tunnels.reservedSlugs]).toEqual(['foo', 'bar']);
+    expect(loadBootConfig({}).tunnels.reservedSlugs.size).toBe(DEFAULT_RESERVED_SLUGS.length);
   });
 });

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { createSigner } from 'fast-jwt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JWKS_DEFAULTS } from '../../src/auth/jwks-key-store.js';
-import { ConfigError, loadConfig } from '../../src/config/env.js';
+import { ConfigError, loadBootConfig } from '../../src/config/env.js';
 import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
 
 /**
@@ -374,7 +374,7 @@ describe('identity configuration is checked at boot', () => {
   const base = { NODE_ENV: 'test', JWT_SECRET: TEST_JWT_SECRET };
   function problems(env: Record<string, string>): string {
     try {
-      loadConfig({ ...base, ...env });
+      loadBootConfig({ ...base, ...env });
     } catch (error) {
       expect(error).toBeInstanceOf(ConfigError);
       return (error as ConfigError).problems.join('\n');
@@ -386,7 +386,7 @@ describe('identity configuration is checked at boot', () => {
     expect(problems({ JWT_PUBLIC_KEY: pem(rsa.publicKey) })).toBe('');
     expect(problems({ JWT_PUBLIC_KEY: pem(ec.publicKey).trim().replace(/\n/g, '\\n') })).toBe('');
     expect(problems({ JWT_PUBLIC_KEY: rsa.publicKey.export({ type: 'pkcs1', format: 'pem' }) as string })).toBe('');
-    const config = loadConfig({ ...base, JWT_PUBLIC_KEY: pem(ec.publicKey).trim().replace(/\n/g, '\\n') });
+    const config = loadBootConfig({ ...base, JWT_PUBLIC_KEY: pem(ec.publicKey).trim().replace(/\n/g, '\\n') });
     expect(config.jwt.publicKey).toContain('\n-----END PUBLIC KEY-----');
   });
 
@@ -414,7 +414,8 @@ describe('identity configuration is checked at boot', () => {
 
   describe('a provider without both JWT_ISSUER and JWT_AUDIENCE', () => {
     const production = {
-      NODE_ENV: 'production', JWT_SECRET: TEST_JWT_SECRET, CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32),
+      NODE_ENV: 'production', DATABASE_URL: 'postgresql://db.internal/broker', REDIS_URL: 'rediss://cache.internal',
+      JWT_SECRET: TEST_JWT_SECRET, CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32),
       CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
     };
     const jwks = { JWT_JWKS_URL: 'https://idp.example.test/jwks.json' };
@@ -427,17 +428,17 @@ describe('identity configuration is checked at boot', () => {
       expect(problems({ ...production, JWT_PUBLIC_KEY: pem(rsa.publicKey), JWT_ISSUER: ISSUER })).toMatch(/^JWT_AUDIENCE: required with JWT_PUBLIC_KEY when NODE_ENV=production/);
       expect(problems({ ...production, ...jwks, JWT_AUDIENCE: AUDIENCE })).toMatch(/^JWT_ISSUER: required with JWT_JWKS_URL/);
       expect(problems({ ...production, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE })).toBe('');
-      expect(loadConfig({ ...production, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
+      expect(loadBootConfig({ ...production, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
     });
 
     it('is allowed outside production, with a warning', () => {
       for (const env of [{ ...jwks }, { JWT_PUBLIC_KEY: pem(rsa.publicKey), JWT_AUDIENCE: AUDIENCE }]) {
-        const config = loadConfig({ ...base, ...env });
+        const config = loadBootConfig({ ...base, ...env });
         expect(config.warnings).toHaveLength(1);
         expect(config.warnings[0]).toMatch(/^JWT_ISSUER(, JWT_AUDIENCE)?: should be set with JWT_(JWKS_URL|PUBLIC_KEY): without both, every token/);
       }
-      expect(loadConfig({ ...base, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
-      expect(loadConfig(base).warnings).toEqual([]);
+      expect(loadBootConfig({ ...base, ...jwks, JWT_ISSUER: ISSUER, JWT_AUDIENCE: AUDIENCE }).warnings).toEqual([]);
+      expect(loadBootConfig(base).warnings).toEqual([]);
     });
   });
 
