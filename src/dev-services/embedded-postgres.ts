@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -12,8 +12,8 @@ const run = promisify(execFile);
 
 export interface EmbeddedPostgresOptions {
   /**
-   * The cluster lives in `<dir>/postgres`; made on first start. As root, `dir` must be
-   * traversable by POSTGRES_OS_USER (mode 755, not mkdtemp's 700).
+   * The cluster lives in `<dir>/postgres`; made on first start. As root, `dir` is made
+   * enterable (o+x) for POSTGRES_OS_USER; its parents must be already.
    */
   dir: string;
   /** false for throwaway clusters (tests): no fsync, so faster, and a machine crash may lose them. */
@@ -66,6 +66,7 @@ export class EmbeddedPostgres {
     const runAs = postgresRunAs();
     const binaries = await postgresBinaries();
     mkdirSync(this.options.dir, { recursive: true });
+    if (runAs) allowTraversal(this.options.dir);
     if (!existsSync(path.join(this.dataDir, 'PG_VERSION'))) await this.initdb(binaries.initdb, runAs);
 
     const live = this.liveServer();
@@ -150,6 +151,12 @@ export class EmbeddedPostgres {
     // A stale file (the server was killed with the machine) is PostgreSQL's to clear at start.
     return processAlive(pid) && Number.isInteger(port) && port > 0 ? port : undefined;
   }
+}
+
+/** As root, the server's OS user must be able to enter the folder that holds its cluster (o+x, nothing more). */
+function allowTraversal(dir: string): void {
+  const mode = statSync(dir).mode & 0o7777;
+  if ((mode & 0o001) === 0) chmodSync(dir, mode | 0o001);
 }
 
 function urlFor(port: number): (database?: string) => string {

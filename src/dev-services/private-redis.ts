@@ -67,6 +67,9 @@ export class PrivateRedis {
 
   async start(): Promise<RunningRedis> {
     if (this.running) return this.running;
+    // Only its own folder is private: `recursive` would give the mode to the parents it makes too,
+    // and the embedded PostgreSQL's OS user must be able to enter the shared one.
+    mkdirSync(this.options.dir, { recursive: true });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const left = this.leftRunning();
     if (left && (await ping(urlFor(left.port)))) {
