@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { buildApp } from '../src/app.js';
 import { loadBootConfig } from '../src/config/env.js';
+import { ensureDatabase } from '../src/db/migrate.js';
 import { startServices } from '../src/dev-services/dev-services.js';
 
 const OUT = fileURLToPath(new URL('../packages/agent/openapi.json', import.meta.url));
@@ -23,6 +24,8 @@ const services = await startServices(loadBootConfig({
   LOG_LEVEL: 'warn',
 }));
 try {
+  // On a fresh embedded server the broker's database does not exist yet (npm start creates it too).
+  await ensureDatabase(services.config.databaseUrl);
   const app = await buildApp(services.config, { startReaper: false, startReconciler: false, restoreHeartbeats: false });
   try {
     await app.ready();
