@@ -108,7 +108,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   await app.register(openapiPlugin);
   // This app's own registry: several apps in one process must not share counters.
   const metrics = new BrokerMetrics({ cloudflareBudgetRequests: config.cloudflare.budget.requests });
-  await app.register(prismaPlugin, { databaseUrl: config.databaseUrl });
+  await app.register(prismaPlugin, { databaseUrl: config.databaseUrl, pool: config.databasePool });
   await app.register(redisPlugin, config.redis);
   await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics });
   await app.register(authPlugin, {

@@ -2,7 +2,7 @@ import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from './cloudflare/emulator/emulator.js';
-import { type BootConfig, type Config, ConfigError, loadBootConfig } from './config/env.js';
+import { type BootConfig, type Config, ConfigError, loadBootConfig, migrationDatabaseUrl } from './config/env.js';
 import { runMigrations } from './db/migrate.js';
 import { logServices, startServices, type StartedServices } from './dev-services/dev-services.js';
 import { RedisServerMissingError } from './dev-services/private-redis.js';
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
 
   // Several instances may start together: the runner serialises them with an advisory lock.
   try {
-    const migrated = await runMigrations({ databaseUrl: config.databaseUrl, logger });
+    const migrated = await runMigrations({ databaseUrl: migrationDatabaseUrl(config), logger });
     if (migrated.applied.length > 0) logger.info({ applied: migrated.applied }, 'database migrated');
   } catch (error) {
     logger.fatal({ err: error }, 'cannot migrate the database');

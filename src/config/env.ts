@@ -29,6 +29,9 @@ export const DEFAULT_RESERVED_SLUGS = [
   'github', 'office', 'outlook',
 ] as const;
 
+/** pg's own pool size, a connect timeout and a statement timeout (see DATABASE_POOL_MAX and friends). */
+export const DEFAULT_DATABASE_POOL = { max: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 15_000 } as const;
+
 export const EnvSchema = Type.Object({
   NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], {
     default: 'development',
@@ -39,6 +42,16 @@ export const EnvSchema = Type.Object({
   BROKER_ROLE: Type.Union([Type.Literal('all'), Type.Literal('api'), Type.Literal('reaper')], { default: 'all' }),
   /** Unset outside production: an embedded PostgreSQL with its data in DEV_DATA_DIR. */
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  /**
+   * Migrations take a session-level advisory lock, which a pooler in transaction mode
+   * (PgBouncer) cannot keep: set this to a direct connection when DATABASE_URL goes through one.
+   */
+  DIRECT_DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  /** Connections per broker process; N brokers need N × this (+1 each while migrating) within max_connections. */
+  DATABASE_POOL_MAX: Int({ default: DEFAULT_DATABASE_POOL.max, maximum: 1000 }),
+  DATABASE_CONNECT_TIMEOUT_MS: Int({ default: DEFAULT_DATABASE_POOL.connectTimeoutMs, minimum: 100, maximum: 120_000 }),
+  /** Server-side statement_timeout of the broker's connections (a startup parameter); 0 sends none (set it on the role or in the pooler instead). */
+  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ default: DEFAULT_DATABASE_POOL.statementTimeoutMs, minimum: 0, maximum: 3_600_000 }),
   /** Unset outside production: a private redis-server from the PATH, its files in DEV_DATA_DIR. */
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   /** Where the embedded PostgreSQL and the private Redis keep their files (default: .data in the project). */
@@ -123,6 +136,9 @@ export interface Config {
   role: Env['BROKER_ROLE'];
   http: { host: string; port: number };
   databaseUrl: string;
+  /** What migrations connect to: DIRECT_DATABASE_URL, else DATABASE_URL (see migrationDatabaseUrl). */
+  directDatabaseUrl: string | undefined;
+  databasePool: DatabasePoolConfig;
   redis: { url: string; keyPrefix: string };
   /** Where the embedded PostgreSQL and the private Redis live when DATABASE_URL or REDIS_URL is not set. */
   devServices: { dataDir: string };
@@ -168,6 +184,18 @@ export type BootConfig = Omit<Config, 'databaseUrl' | 'redis'> & {
 
 /** The project's own .data folder, wherever the broker is started from. */
 export const DEFAULT_DEV_DATA_DIR = fileURLToPath(new URL('../../.data', import.meta.url));
+
+export interface DatabasePoolConfig {
+  max: number;
+  connectTimeoutMs: number;
+  /** 0: none sent. */
+  statementTimeoutMs: number;
+}
+
+/** Where migrations run: a direct connection when DATABASE_URL goes through a transaction-mode pooler. */
+export function migrationDatabaseUrl(config: Pick<Config, 'databaseUrl' | 'directDatabaseUrl'>): string {
+  return config.directDatabaseUrl ?? config.databaseUrl;
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -221,6 +249,9 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
   // The embedded PostgreSQL and the private Redis are for development: production names its stores.
   if (production && env.DATABASE_URL === undefined) problems.push('DATABASE_URL: required when NODE_ENV=production');
   if (production && env.REDIS_URL === undefined) problems.push('REDIS_URL: required when NODE_ENV=production');
+  if (env.DIRECT_DATABASE_URL !== undefined && env.DATABASE_URL === undefined) {
+    problems.push('DIRECT_DATABASE_URL: set DATABASE_URL as well (the direct URL is only for migrations)');
+  }
   if (production && !env.JWT_SECRET) problems.push('JWT_SECRET: required when NODE_ENV=production (at least 32 characters)');
   // PEM keys arrive through env files with literal "\n" more often than not.
   const publicKeyPem = env.JWT_PUBLIC_KEY?.replace(/\\n/g, '\n');
@@ -255,6 +286,8 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     role: env.BROKER_ROLE,
     http: { host: env.HOST, port: env.PORT },
     databaseUrl: env.DATABASE_URL,
+    directDatabaseUrl: env.DIRECT_DATABASE_URL,
+    databasePool: { max: env.DATABASE_POOL_MAX, connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS },
     redis: { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX },
     devServices: { dataDir: env.DEV_DATA_DIR === undefined ? DEFAULT_DEV_DATA_DIR : path.resolve(env.DEV_DATA_DIR) },
     jwt: {

@@ -2,7 +2,7 @@
 // embedded PostgreSQL that `npm start` uses) with the pg-based runner, because `prisma
 // migrate deploy` needs a native engine that is not always installable. Exit code 0 when
 // the database is up to date, 1 otherwise.
-import { type BootConfig, ConfigError, loadBootConfig } from '../config/env.js';
+import { type BootConfig, ConfigError, loadBootConfig, migrationDatabaseUrl } from '../config/env.js';
 import { logServices, startServices, type StartedServices } from '../dev-services/dev-services.js';
 import { createLogger } from '../logging/logger.js';
 import { redactUrl } from '../logging/redact-url.js';
@@ -27,9 +27,9 @@ async function main(): Promise<number> {
   }
   logServices(logger, services.description);
   const { config } = services;
-  const database = redactUrl(config.databaseUrl);
+  const database = redactUrl(migrationDatabaseUrl(config));
   try {
-    const result = await runMigrations({ databaseUrl: config.databaseUrl, logger });
+    const result = await runMigrations({ databaseUrl: migrationDatabaseUrl(config), logger });
     logger.info(
       { database, applied: result.applied, alreadyApplied: result.alreadyApplied.length, createdDatabase: result.createdDatabase },
       result.applied.length === 0

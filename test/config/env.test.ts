@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_DEV_DATA_DIR, DEFAULT_RESERVED_SLUGS, loadBootConfig, loadConfig } from '../../src/config/env.js';
+import { ConfigError, DEFAULT_DEV_DATA_DIR, DEFAULT_RESERVED_SLUGS, loadBootConfig, loadConfig, migrationDatabaseUrl } from '../../src/config/env.js';
 
 const cloudflare = {
   CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32), CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
@@ -42,6 +42,19 @@ describe('loadConfig', () => {
       databaseUrl: 'postgresql://127.0.0.1:1/x',
       redis: { url: 'redis://127.0.0.1:1' },
     });
+  });
+
+  it('runs migrations on DIRECT_DATABASE_URL when set (a transaction-mode pooler cannot keep their session lock), else on DATABASE_URL', () => {
+    const stores = { DATABASE_URL: 'postgresql://pgbouncer.internal:6432/broker', REDIS_URL: 'redis://127.0.0.1:1' };
+    expect(migrationDatabaseUrl(loadConfig(stores))).toBe(stores.DATABASE_URL);
+    expect(migrationDatabaseUrl(loadConfig({ ...stores, DIRECT_DATABASE_URL: 'postgresql://db.internal:5432/broker' }))).toBe('postgresql://db.internal:5432/broker');
+    expect(problems({ DIRECT_DATABASE_URL: 'postgresql://db.internal:5432/broker' }).join('\n')).toMatch(/DIRECT_DATABASE_URL: set DATABASE_URL as well/);
+  });
+
+  it('bounds the PostgreSQL pool: size, connect timeout and statement timeout, with 0 sending no statement timeout', () => {
+    expect(loadBootConfig({}).databasePool).toEqual({ max: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 15_000 });
+    expect(loadBootConfig({ DATABASE_POOL_MAX: '4', DATABASE_CONNECT_TIMEOUT_MS: '800', DATABASE_STATEMENT_TIMEOUT_MS: '0' }).databasePool).toEqual({ max: 4, connectTimeoutMs: 800, statementTimeoutMs: 0 });
+    expect(problems({ DATABASE_POOL_MAX: '0' }).join('\n')).toMatch(/DATABASE_POOL_MAX/);
   });
 
   it('runs on the built-in emulator with a development secret when nothing is set outside production', () => {

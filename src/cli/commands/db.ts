@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { migrationDatabaseUrl } from '../../config/env.js';
 import { MigrationError, runMigrations } from '../../db/migrate.js';
 import { redactUrl } from '../../logging/redact-url.js';
 import { CliError, type CliContext, cliLogger, describeError, type GlobalOptions, loadCliConfig, withServices } from '../context.js';
@@ -14,9 +15,9 @@ export function registerDbCommands(program: Command, context: CliContext): void 
       const { logLevel } = command.optsWithGlobals<GlobalOptions>();
       const boot = loadCliConfig(context);
       const { database, result } = await withServices(boot, async (config) => {
-        const database = redactUrl(config.databaseUrl);
+        const database = redactUrl(migrationDatabaseUrl(config));
         try {
-          return { database, result: await runMigrations({ databaseUrl: config.databaseUrl, logger: cliLogger(config, logLevel, context) }) };
+          return { database, result: await runMigrations({ databaseUrl: migrationDatabaseUrl(config), logger: cliLogger(config, logLevel, context) }) };
         } catch (error) {
           const heading = error instanceof MigrationError ? `migration failed (${error.code})` : 'migration failed';
           throw new CliError(`${heading} on ${database}:\n${describeError(error)}`);

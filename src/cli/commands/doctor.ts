@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
-import { type BootConfig, type Config, ConfigError, loadBootConfig } from '../../config/env.js';
+import { type BootConfig, type Config, ConfigError, loadBootConfig, migrationDatabaseUrl } from '../../config/env.js';
 import { migrationStatus } from '../../db/migrate.js';
 import { startServices, type ServicesDescription, type StartedServices } from '../../dev-services/dev-services.js';
 import { redactUrl } from '../../logging/redact-url.js';
@@ -120,7 +120,7 @@ async function checkDatabase(config: Config, description: ServicesDescription): 
   }
   const database: CheckResult = { name: 'database', status: 'ok', message: `PostgreSQL ${version} at ${where}${storeNote(description.postgres)}` };
   try {
-    return [database, migrationsCheck(await migrationStatus({ databaseUrl: config.databaseUrl }))];
+    return [database, migrationsCheck(await migrationStatus({ databaseUrl: migrationDatabaseUrl(config) }))];
   } catch (error) {
     return [database, { name: 'migrations', status: 'fail', message: `cannot read the migration history: ${describeError(error)}` }];
   }
