@@ -1,31 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { withDatabase } from '../src/db/migrate.js';
 import { processAlive } from '../src/dev-services/server-process.js';
 import { MIGRATION_NAMES } from './helpers/database.js';
 import { freePort, runTs, runTsToEnd } from './helpers/process.js';
 import { REDIS_URL } from './helpers/redis-keys.js';
 import { testDatabaseServerUrl } from './helpers/test-services.js';
+import { tempDir } from './helpers/temp-dir.js';
 
 const ADMIN_URL = testDatabaseServerUrl();
-const dataDirs: string[] = [];
-
-afterAll(() => {
-  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-/** A DEV_DATA_DIR of its own, as a fresh clone's empty .data (traversable by the embedded server's OS user). */
-function freshDataDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-server-data-'));
-  chmodSync(dir, 0o755);
-  dataDirs.push(dir);
-  return dir;
-}
+/** A DEV_DATA_DIR of its own, as a fresh clone's empty .data. */
+const freshDataDir = () => tempDir('server-data');
 
 describe('npm start with no configuration at all', () => {
   it('runs an embedded PostgreSQL and a private Redis in DEV_DATA_DIR, the built-in emulator, serves a tunnel end to end, and stops all of it on SIGTERM', async () => {
@@ -80,8 +69,7 @@ describe('startup failures', () => {
 
   it('without REDIS_URL and without redis-server on the PATH, exits at once with how to install one, having started nothing', async () => {
     const dataDir = freshDataDir();
-    const emptyPath = mkdtempSync(path.join(tmpdir(), 'tb-no-redis-'));
-    dataDirs.push(emptyPath);
+    const emptyPath = tempDir('no-redis');
     const started = Date.now();
     const { code, output } = await runTsToEnd('src/server.ts', [], { DEV_DATA_DIR: dataDir, PATH: emptyPath, PORT: String(await freePort()) });
     expect(code).toBe(1);

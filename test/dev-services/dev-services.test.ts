@@ -1,5 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -8,24 +7,17 @@ import { startServices, type StartedServices } from '../../src/dev-services/dev-
 import { withClient } from '../helpers/database.js';
 import { REDIS_URL } from '../helpers/redis-keys.js';
 import { testDatabaseServerUrl } from '../helpers/test-services.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-const dirs: string[] = [];
 const started: StartedServices[] = [];
 afterAll(async () => {
   for (const services of started) await services.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-function parentDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-dev-services-'));
-  chmodSync(dir, 0o755);
-  dirs.push(dir);
-  return dir;
-}
 
 describe('startServices', () => {
   it('with neither URL, makes DEV_DATA_DIR and runs both stores in it (regression: the private Redis made the folder 0700 and initdb, as another OS user, could not enter it)', async () => {
-    const dataDir = path.join(parentDir(), 'fresh', '.data');
+    const dataDir = path.join(tempDir('dev-services'), 'fresh', '.data');
     const services = await startServices(loadBootConfig({ DEV_DATA_DIR: dataDir }));
     started.push(services);
     expect(services.description).toMatchObject({
@@ -47,7 +39,7 @@ describe('startServices', () => {
 
   it('uses DATABASE_URL and REDIS_URL as given, starts nothing, and logs them with the password masked', async () => {
     const databaseUrl = testDatabaseServerUrl().replace('postgres@', 'postgres:hunter2@');
-    const dataDir = path.join(parentDir(), '.data');
+    const dataDir = path.join(tempDir('dev-services'), '.data');
     const services = await startServices(loadBootConfig({ DATABASE_URL: databaseUrl, REDIS_URL, DEV_DATA_DIR: dataDir }));
     started.push(services);
     expect(services.config.databaseUrl).toBe(databaseUrl);
@@ -57,7 +49,7 @@ describe('startServices', () => {
   });
 
   it('starts no Redis for a caller that needs none (db:migrate)', async () => {
-    const dataDir = path.join(parentDir(), '.data');
+    const dataDir = path.join(tempDir('dev-services'), '.data');
     const services = await startServices(loadBootConfig({ DEV_DATA_DIR: dataDir }), { redis: false });
     started.push(services);
     expect(services.description.redis).toEqual({ source: 'unused' });

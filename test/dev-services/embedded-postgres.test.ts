@@ -1,24 +1,16 @@
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EmbeddedPostgres } from '../../src/dev-services/embedded-postgres.js';
 import { hydrateSymlinks } from '../../src/dev-services/postgres-binaries.js';
 import { withClient } from '../helpers/database.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-const dirs: string[] = [];
 const servers: EmbeddedPostgres[] = [];
 afterAll(async () => {
   for (const server of servers) await server.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-embedded-pg-'));
-  chmodSync(dir, 0o755);
-  dirs.push(dir);
-  return dir;
-}
 
 function embedded(dir: string): EmbeddedPostgres {
   const server = new EmbeddedPostgres({ dir, durable: false });
@@ -28,7 +20,7 @@ function embedded(dir: string): EmbeddedPostgres {
 
 describe('EmbeddedPostgres', () => {
   it('initialises a cluster in its folder on first start, and a second start on that folder finds it running instead of failing on the lock file', async () => {
-    const dir = tempDir();
+    const dir = tempDir('embedded-pg');
     const owner = embedded(dir);
     const first = await owner.start();
     expect(first.reused).toBe(false);
@@ -52,7 +44,7 @@ describe('EmbeddedPostgres', () => {
   });
 
   it('comes back after a crash (immediate shutdown) with committed data, on the same port', async () => {
-    const server = embedded(tempDir());
+    const server = embedded(tempDir('embedded-pg'));
     const running = await server.start();
     await withClient(running.url(), (c) => c.query('CREATE TABLE t AS SELECT 1 AS one'));
     await server.crash();
@@ -62,7 +54,7 @@ describe('EmbeddedPostgres', () => {
   });
 
   it('excludes across connections with advisory locks (what the migration runner and per-user limits rely on; pglite cannot)', async () => {
-    const server = embedded(tempDir());
+    const server = embedded(tempDir('embedded-pg'));
     const running = await server.start();
     await withClient(running.url(), async (a) => {
       await a.query('SELECT pg_advisory_lock(42)');
@@ -77,7 +69,7 @@ describe('EmbeddedPostgres', () => {
 
 describe('hydrateSymlinks', () => {
   it('recreates the shared-library links that a skipped postinstall never made, and leaves existing ones alone', () => {
-    const root = tempDir();
+    const root = tempDir('embedded-pg');
     mkdirSync(path.join(root, 'native', 'lib'), { recursive: true });
     writeFileSync(path.join(root, 'native', 'lib', 'libicuuc.so.60.2'), '');
     writeFileSync(path.join(root, 'native', 'pg-symlinks.json'), JSON.stringify([

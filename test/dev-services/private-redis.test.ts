@@ -1,23 +1,15 @@
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PrivateRedis, RedisServerMissingError } from '../../src/dev-services/private-redis.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-const dirs: string[] = [];
 const servers: PrivateRedis[] = [];
 afterAll(async () => {
   for (const server of servers) await server.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-private-redis-'));
-  chmodSync(dir, 0o755);
-  dirs.push(dir);
-  return dir;
-}
 
 async function config(url: string, name: string): Promise<string> {
   const redis = new Redis(url, { maxRetriesPerRequest: 0 });
@@ -30,7 +22,7 @@ async function config(url: string, name: string): Promise<string> {
 
 describe('PrivateRedis', () => {
   it('runs redis-server on 127.0.0.1 with noeviction and its files in its folder; a second start on the folder uses it; only the starter stops it', async () => {
-    const dir = tempDir();
+    const dir = tempDir('private-redis');
     const owner = new PrivateRedis({ dir });
     servers.push(owner);
     const running = await owner.start();
@@ -54,7 +46,7 @@ describe('PrivateRedis', () => {
   });
 
   it('without the program, fails with the paragraph that says how to install redis-server or set REDIS_URL', async () => {
-    const missing = new PrivateRedis({ dir: tempDir(), command: 'redis-server-that-is-not-installed' });
+    const missing = new PrivateRedis({ dir: tempDir('private-redis'), command: 'redis-server-that-is-not-installed' });
     servers.push(missing);
     const error = await missing.start().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RedisServerMissingError);

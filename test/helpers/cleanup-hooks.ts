@@ -8,10 +8,12 @@ import { afterAll } from 'vitest';
 import { dropTestDatabases } from './database.js';
 import { stopLeftoverProcesses } from './process.js';
 import { cleanUpTestKeyPrefixes } from './redis-keys.js';
+import { removeTempDirs } from './temp-dir.js';
 
 afterAll(async () => {
   try {
     await stopLeftoverProcesses();
+    removeTempDirs();
     await dropTestDatabases();
   } finally {
     await cleanUpTestKeyPrefixes();

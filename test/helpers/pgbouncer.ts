@@ -1,11 +1,11 @@
-import { chownSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chownSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { freePort } from '../../src/dev-services/free-port.js';
 import { postgresRunAs } from '../../src/dev-services/os-user.js';
 import { spawnServer, waitUntilReady } from '../../src/dev-services/server-process.js';
 import { trackService } from './process.js';
+import { tempDir } from './temp-dir.js';
 
 /** Debian's pgbouncer (`.ci/run` installs it when missing). */
 export const PGBOUNCER_BIN = '/usr/sbin/pgbouncer';
@@ -33,8 +33,7 @@ export interface PgBouncerOptions {
  */
 export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBouncer> {
   const server = new URL(options.serverUrl);
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-pgbouncer-'));
-  chmodSync(dir, 0o755);
+  const dir = tempDir('pgbouncer');
   // PgBouncer refuses to run as root; it runs as the embedded PostgreSQL's OS user.
   const runAs = postgresRunAs();
   if (runAs) chownSync(dir, runAs.uid, runAs.gid);
@@ -64,10 +63,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
   if (runAs) chownSync(configFile, runAs.uid, runAs.gid);
   const bouncer = spawnServer({ command: PGBOUNCER_BIN, args: [configFile], logFile: path.join(dir, 'stdout.log'), cwd: dir, uid: runAs?.uid, gid: runAs?.gid });
   const url = (database: string) => `postgresql://postgres@127.0.0.1:${port}/${database}`;
-  const close = async () => {
-    await bouncer.stop('SIGINT', 5_000);
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const close = () => bouncer.stop('SIGINT', 5_000);
   trackService(close);
   await waitUntilReady('pgbouncer', bouncer, async () => {
     const client = new pg.Client({ connectionString: url(options.databases[0]!), connectionTimeoutMillis: 1000 });

@@ -1,11 +1,9 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { runMigrations } from '../../src/db/migrate.js';
 import { EmbeddedPostgres } from '../../src/dev-services/embedded-postgres.js';
 import { PrivateRedis as RedisServer } from '../../src/dev-services/private-redis.js';
 import { startTestBroker, type TestBroker, type TestBrokerOptions } from './broker.js';
 import { trackService } from './process.js';
+import { tempDir } from './temp-dir.js';
 
 /**
  * Private PostgreSQL and Redis servers on their own loopback ports, for tests that stop
@@ -21,22 +19,11 @@ export interface PrivateRedis {
   close(): Promise<void>;
 }
 
-/** A throwaway folder the embedded PostgreSQL's OS user can reach (see EmbeddedPostgres). */
-function serviceDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tb-private-'));
-  chmodSync(dir, 0o755);
-  return dir;
-}
-
 /** The broker's own private redis-server (src/dev-services), on a port it keeps across restarts. */
 export async function startPrivateRedis(): Promise<PrivateRedis> {
-  const dir = serviceDir();
-  const redis = new RedisServer({ dir });
+  const redis = new RedisServer({ dir: tempDir('private-redis') });
   const first = await redis.start();
-  const close = async () => {
-    await redis.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const close = () => redis.stop();
   trackService(close);
   return {
     url: first.url,
@@ -60,12 +47,8 @@ export interface PrivatePostgres {
 
 /** The broker's own embedded PostgreSQL (src/dev-services) in a throwaway folder. */
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
-  const dir = serviceDir();
-  const postgres = new EmbeddedPostgres({ dir, durable: false });
-  const close = async () => {
-    await postgres.stop();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const postgres = new EmbeddedPostgres({ dir: tempDir('private-postgres'), durable: false });
+  const close = () => postgres.stop();
   // Registered before the first start, so a start that fails still has its folder removed.
   trackService(close);
   const first = await postgres.start();

@@ -1,9 +1,8 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { inject } from 'vitest';
 import { EmbeddedPostgres } from '../../src/dev-services/embedded-postgres.js';
 import { PrivateRedis } from '../../src/dev-services/private-redis.js';
+import { makeTempDir } from './temp-dir.js';
 
 /**
  * The PostgreSQL server and the Redis every test file uses: one embedded PostgreSQL and one
@@ -27,9 +26,7 @@ declare module 'vitest' {
 }
 
 export async function startTestServices(env: Record<string, string | undefined>): Promise<TestServices> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tb-test-services-'));
-  // The embedded server runs as another OS user when this is root: it must reach its folder.
-  chmodSync(dir, 0o755);
+  const dir = makeTempDir('test-services');
   const stops: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (const fn of stops.splice(0).reverse()) await fn().catch(() => {});
