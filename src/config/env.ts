@@ -57,6 +57,14 @@ export const EnvSchema = Type.Object({
   /** Where the embedded PostgreSQL and the private Redis keep their files (default: .data in the project). */
   DEV_DATA_DIR: Type.Optional(Type.String({ minLength: 1 })),
   REDIS_KEY_PREFIX: Type.String({ default: 'tb:', maxLength: 64 }),
+  /**
+   * Sentinels (host:port,host:port,...) that name the primary, followed across failovers.
+   * REDIS_URL then only gives the credentials, database and scheme (rediss:// for TLS).
+   */
+  REDIS_SENTINELS: Type.Optional(Type.String({ pattern: '^[^,:\\s]+:\\d{1,5}(,[^,:\\s]+:\\d{1,5})*$' })),
+  /** The primary's name in the sentinels' configuration (`sentinel monitor <name> ...`). */
+  REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** Also accept RS256/ES256 access tokens from an identity provider: a PEM public key, or a JWKS URL. */
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
@@ -139,7 +147,7 @@ export interface Config {
   /** What migrations connect to: DIRECT_DATABASE_URL, else DATABASE_URL (see migrationDatabaseUrl). */
   directDatabaseUrl: string | undefined;
   databasePool: DatabasePoolConfig;
-  redis: { url: string; keyPrefix: string };
+  redis: RedisConfig;
   /** Where the embedded PostgreSQL and the private Redis live when DATABASE_URL or REDIS_URL is not set. */
   devServices: { dataDir: string };
   jwt: {
@@ -179,8 +187,15 @@ export interface Config {
  */
 export type BootConfig = Omit<Config, 'databaseUrl' | 'redis'> & {
   databaseUrl: string | undefined;
-  redis: { url: string | undefined; keyPrefix: string };
+  redis: Omit<RedisConfig, 'url'> & { url: string | undefined };
 };
+
+export interface RedisConfig {
+  /** The server, or with sentinels only its credentials, database and scheme. */
+  url: string;
+  keyPrefix: string;
+  sentinel: { nodes: { host: string; port: number }[]; name: string; password: string | undefined } | undefined;
+}
 
 /** The project's own .data folder, wherever the broker is started from. */
 export const DEFAULT_DEV_DATA_DIR = fileURLToPath(new URL('../../.data', import.meta.url));
@@ -248,7 +263,11 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
   const production = env.NODE_ENV === 'production';
   // The embedded PostgreSQL and the private Redis are for development: production names its stores.
   if (production && env.DATABASE_URL === undefined) problems.push('DATABASE_URL: required when NODE_ENV=production');
-  if (production && env.REDIS_URL === undefined) problems.push('REDIS_URL: required when NODE_ENV=production');
+  if (production && env.REDIS_URL === undefined && env.REDIS_SENTINELS === undefined) problems.push('REDIS_URL: required when NODE_ENV=production (or REDIS_SENTINELS)');
+  if ((env.REDIS_SENTINELS === undefined) !== (env.REDIS_SENTINEL_NAME === undefined)) {
+    problems.push('REDIS_SENTINELS, REDIS_SENTINEL_NAME: set both (the sentinels and the name of the primary they watch) or neither');
+  }
+  if (env.REDIS_SENTINEL_PASSWORD !== undefined && env.REDIS_SENTINELS === undefined) problems.push('REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS as well');
   if (env.DIRECT_DATABASE_URL !== undefined && env.DATABASE_URL === undefined) {
     problems.push('DIRECT_DATABASE_URL: set DATABASE_URL as well (the direct URL is only for migrations)');
   }
@@ -288,7 +307,8 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     databaseUrl: env.DATABASE_URL,
     directDatabaseUrl: env.DIRECT_DATABASE_URL,
     databasePool: { max: env.DATABASE_POOL_MAX, connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS },
-    redis: { url: env.REDIS_URL, keyPrefix: env.REDIS_KEY_PREFIX },
+    // With sentinels and no REDIS_URL: no credentials, plain TCP.
+    redis: { url: env.REDIS_URL ?? (env.REDIS_SENTINELS === undefined ? undefined : 'redis://'), keyPrefix: env.REDIS_KEY_PREFIX, sentinel: sentinelConfig(env) },
     devServices: { dataDir: env.DEV_DATA_DIR === undefined ? DEFAULT_DEV_DATA_DIR : path.resolve(env.DEV_DATA_DIR) },
     jwt: {
       secret: env.JWT_SECRET ?? DEV_JWT_SECRET,
@@ -329,6 +349,15 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
     warnings,
   };
+}
+
+function sentinelConfig(env: Env): RedisConfig['sentinel'] {
+  if (env.REDIS_SENTINELS === undefined || env.REDIS_SENTINEL_NAME === undefined) return undefined;
+  const nodes = env.REDIS_SENTINELS.split(',').map((node) => {
+    const at = node.lastIndexOf(':');
+    return { host: node.slice(0, at), port: Number(node.slice(at + 1)) };
+  });
+  return { nodes, name: env.REDIS_SENTINEL_NAME, password: env.REDIS_SENTINEL_PASSWORD };
 }
 
 /**

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { BootConfig, Config } from '../config/env.js';
 import { withDatabase } from '../db/migrate.js';
 import { redactUrl } from '../logging/redact-url.js';
+import { describeRedisTarget } from '../plugins/redis.js';
 import { EmbeddedPostgres } from './embedded-postgres.js';
 import { PrivateRedis } from './private-redis.js';
 
@@ -51,7 +52,7 @@ export async function startServices(boot: BootConfig, needs: ServiceNeeds = { re
       redisUrl = running.url;
       redis = { source: 'private', version: running.version, port: running.port, dataDir: privateRedis.location, reused: running.reused };
     } else {
-      redis = { source: 'given', url: redactUrl(redisUrl) };
+      redis = { source: 'given', url: describeRedisTarget({ ...boot.redis, url: redisUrl }) };
     }
 
     let databaseUrl = boot.databaseUrl;

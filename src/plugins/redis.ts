@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisConfig } from '../config/env.js';
 import { redactUrl } from '../logging/redact-url.js';
 
 declare module 'fastify' {
@@ -9,24 +10,49 @@ declare module 'fastify' {
   }
 }
 
-export interface RedisPluginOptions {
-  url: string;
-  keyPrefix: string;
-}
+export type RedisPluginOptions = Pick<RedisConfig, 'url' | 'keyPrefix'> & Partial<Pick<RedisConfig, 'sentinel'>>;
+
+/** How often the client retries a lost connection (and, with sentinels, asks them for the primary again). */
+const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2_000);
 
 /**
  * Every key the broker writes goes through this client's keyPrefix, so several
- * deployments (or test files) can share one Redis without seeing each other.
+ * deployments (or test files) can share one Redis without seeing each other. With sentinels,
+ * the client asks them for the primary, and again after a failover (it also listens for
+ * +switch-master to move at once); REDIS_URL then gives only credentials, database and TLS.
  */
-export function createRedisClient(options: RedisPluginOptions): Redis {
-  return new Redis(options.url, {
+export function createRedisClient(options: RedisPluginOptions, overrides: RedisOptions = {}): Redis {
+  const common: RedisOptions = {
     keyPrefix: options.keyPrefix,
     lazyConnect: true,
     // Fail a command quickly while Redis is away instead of queueing requests forever.
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
-    retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    retryStrategy,
+    ...overrides,
+  };
+  if (!options.sentinel) return new Redis(options.url, common);
+  const url = new URL(options.url);
+  const tls = url.protocol === 'rediss:';
+  const db = Number(url.pathname.slice(1) || 0);
+  return new Redis({
+    ...common,
+    sentinels: options.sentinel.nodes,
+    name: options.sentinel.name,
+    sentinelPassword: options.sentinel.password,
+    username: url.username ? decodeURIComponent(url.username) : undefined,
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+    db: Number.isInteger(db) ? db : 0,
+    ...(tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+    sentinelRetryStrategy: retryStrategy,
+    failoverDetector: true,
   });
+}
+
+/** Where the broker's Redis is, for logs and messages: never a password. */
+export function describeRedisTarget(options: RedisPluginOptions): string {
+  if (!options.sentinel) return redactUrl(options.url);
+  return `the primary "${options.sentinel.name}" of sentinels ${options.sentinel.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
 }
 
 /** Connects at registration so a bad REDIS_URL fails boot; quits on close. */
@@ -40,7 +66,7 @@ export const redisPlugin = fp(
       await redis.ping();
     } catch (error) {
       redis.disconnect();
-      throw new Error(`Cannot reach Redis at ${redactUrl(options.url)}: ${(error as Error).message}`, { cause: error });
+      throw new Error(`Cannot reach Redis at ${describeRedisTarget(options)}: ${(error as Error).message}`, { cause: error });
     }
     app.decorate('redis', redis);
     app.addHook('onClose', async () => {

@@ -51,6 +51,22 @@ describe('loadConfig', () => {
     expect(problems({ DIRECT_DATABASE_URL: 'postgresql://db.internal:5432/broker' }).join('\n')).toMatch(/DIRECT_DATABASE_URL: set DATABASE_URL as well/);
   });
 
+  it('reads Sentinel settings: the sentinels, the primary\'s name and an optional password, and needs both of the first two', () => {
+    const config = loadConfig({ DATABASE_URL: 'postgresql://127.0.0.1:1/x', REDIS_SENTINELS: 's1.internal:26379,10.0.0.2:26380', REDIS_SENTINEL_NAME: 'broker', REDIS_SENTINEL_PASSWORD: 'hunter2' });
+    expect(config.redis).toMatchObject({
+      url: 'redis://', // no REDIS_URL: no credentials, plain TCP
+      sentinel: { nodes: [{ host: 's1.internal', port: 26379 }, { host: '10.0.0.2', port: 26380 }], name: 'broker', password: 'hunter2' },
+    });
+    expect(loadBootConfig({}).redis.sentinel).toBeUndefined();
+    expect(problems({ REDIS_SENTINELS: 's1:26379' }).join('\n')).toMatch(/REDIS_SENTINELS, REDIS_SENTINEL_NAME: set both/);
+    expect(problems({ REDIS_SENTINELS: 's1' }).join('\n')).toMatch(/REDIS_SENTINELS/);
+    expect(problems({ REDIS_SENTINEL_PASSWORD: 'x' }).join('\n')).toMatch(/REDIS_SENTINEL_PASSWORD: set REDIS_SENTINELS as well/);
+    // Production takes sentinels instead of REDIS_URL, and never echoes the sentinel password.
+    const found = problems({ NODE_ENV: 'production', REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'broker', REDIS_SENTINEL_PASSWORD: 'hunter2-secret' }).join('\n');
+    expect(found).not.toMatch(/REDIS_URL/);
+    expect(found).not.toContain('hunter2-secret');
+  });
+
   it('bounds the PostgreSQL pool: size, connect timeout and statement timeout, with 0 sending no statement timeout', () => {
     expect(loadBootConfig({}).databasePool).toEqual({ max: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 15_000 });
     expect(loadBootConfig({ DATABASE_POOL_MAX: '4', DATABASE_CONNECT_TIMEOUT_MS: '800', DATABASE_STATEMENT_TIMEOUT_MS: '0' }).databasePool).toEqual({ max: 4, connectTimeoutMs: 800, statementTimeoutMs: 0 });

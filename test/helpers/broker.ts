@@ -8,6 +8,7 @@ import { signAccessToken } from '../../src/auth/access-token.js';
 import { startCloudflareEmulator, type CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
 import { type Config, loadConfig } from '../../src/config/env.js';
 import { loggerOptions } from '../../src/logging/logger.js';
+import { createRedisClient } from '../../src/plugins/redis.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { deleteKeysUnderPrefix, REDIS_URL, testKeyPrefix } from './redis-keys.js';
 
@@ -105,7 +106,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     logger: pino(loggerOptions(config), logs),
   });
   await app.ready();
-  const redis = new Redis(config.redis.url, { keyPrefix, maxRetriesPerRequest: 1 });
+  // The broker's own client factory, so a broker on sentinels gets a helper client on them too.
+  const redis = createRedisClient(config.redis);
   redis.on('error', () => {});
   const token = (userId: string, ttlSeconds?: number) => signAccessToken(TEST_JWT_SECRET, userId, ttlSeconds);
   return {

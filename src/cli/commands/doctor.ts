@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
 import { type BootConfig, type Config, ConfigError, loadBootConfig, migrationDatabaseUrl } from '../../config/env.js';
 import { migrationStatus } from '../../db/migrate.js';
 import { startServices, type ServicesDescription, type StartedServices } from '../../dev-services/dev-services.js';
 import { redactUrl } from '../../logging/redact-url.js';
+import { createRedisClient, describeRedisTarget } from '../../plugins/redis.js';
 import { CliError, type CliContext, describeError } from '../context.js';
 import { json, plural } from '../output.js';
 
@@ -150,9 +150,9 @@ function migrationsCheck(status: Awaited<ReturnType<typeof migrationStatus>>): C
 }
 
 async function checkRedis(config: Config, description: ServicesDescription): Promise<CheckResult> {
-  const where = redactUrl(config.redis.url);
+  const where = describeRedisTarget(config.redis);
   // A probe, not the broker's client: one attempt, no reconnect loop.
-  const redis = new Redis(config.redis.url, { lazyConnect: true, connectTimeout: PROBE_TIMEOUT_MS, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const redis = createRedisClient({ ...config.redis, keyPrefix: '' }, { connectTimeout: PROBE_TIMEOUT_MS, maxRetriesPerRequest: 0, retryStrategy: () => null, sentinelRetryStrategy: () => null, failoverDetector: false });
   // connect() rejects with a bare "Connection is closed"; the reason arrives as an 'error' event.
   let cause: unknown;
   redis.on('error', (error) => {
