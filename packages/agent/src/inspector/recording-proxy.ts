@@ -2,7 +2,7 @@ import { Agent, type ClientRequest, createServer, type IncomingMessage, request,
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { canConnect, isLocalPortListening } from '../local-port.js';
-import { type Exchange, type ExchangeStore, type RawHeaders } from './exchange-store.js';
+import { type Exchange, type ExchangeStore, headerValue, type RawHeaders } from './exchange-store.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): for one connection, never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
@@ -187,8 +187,7 @@ export class RecordingProxy {
         if (res.headersSent) {
           store.finish(ex, describeError(error, this.#options.appPort));
           res.destroy();
-        } else this.#badGateway(ex, res, describeError(error, this.#options.appPort));
-        req.resume();
+        } else this.#badGateway(ex, req, res, describeError(error, this.#options.appPort));
       });
       // Listened to only now: until the app's address is known the request stays paused.
       req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
@@ -203,8 +202,8 @@ export class RecordingProxy {
       void this.#host().then((found) => {
         if (found) send(found);
         else {
-          req.resume();
-          this.#badGateway(ex, res, describeError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }), this.#options.appPort));
+          req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
+          this.#badGateway(ex, req, res, describeError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }), this.#options.appPort));
         }
       });
     }
@@ -226,14 +225,20 @@ export class RecordingProxy {
     return upstream;
   }
 
-  #badGateway(ex: Exchange, res: ServerResponse, why: string): void {
+  /** The app could not be reached: the visitor gets the 502 page; the exchange ends once the request body is read (and recorded). */
+  #badGateway(ex: Exchange, req: IncomingMessage, res: ServerResponse, why: string): void {
     const page = badGatewayPage(this.#options.appPort, why);
     const headers: RawHeaders = [['Content-Type', 'text/html; charset=utf-8'], ['Content-Length', String(Buffer.byteLength(page))], ['Cache-Control', 'no-store']];
     this.#options.store.respond(ex, 502, 'Bad Gateway', headers);
     ex.responseBody.add(Buffer.from(page));
-    ex.error = why;
     if (!res.headersSent) res.writeHead(502, flat(headers)).end(page);
-    this.#options.store.finish(ex, why);
+    const finish = () => this.#options.store.finish(ex, why);
+    if (req.readableEnded || req.destroyed) finish();
+    else {
+      req.once('end', finish);
+      req.once('close', finish);
+      req.resume();
+    }
   }
 
   /**
@@ -246,24 +251,26 @@ export class RecordingProxy {
     const path = edits.path ?? original.path;
     const body = edits.body ?? original.requestBody.bytes();
     const base = (edits.headers ?? original.requestHeaders).filter(([k]) => !['content-length', 'transfer-encoding'].includes(k.toLowerCase()));
-    const headers: RawHeaders = [...base];
+    // HTTP/1.1 needs a Host: the original's when the changed headers leave it out.
+    const host = headerValue(original.requestHeaders, 'host');
+    const headers: RawHeaders = headerValue(base, 'host') === undefined && host !== undefined ? [['Host', host], ...base] : [...base];
     if (body.length > 0 || !['GET', 'HEAD', 'DELETE', 'OPTIONS'].includes(method.toUpperCase())) headers.push(['Content-Length', String(body.length)]);
     const ex = store.begin({ method, path, httpVersion: '1.1', remoteAddress: '127.0.0.1', headers, replayOf: original.id });
     ex.requestBody.add(body);
     ex.requestDoneMs = 0;
-    const host = await this.#host();
+    const appHost = await this.#host();
     const fail = (why: string) => {
       const page = badGatewayPage(this.#options.appPort, why);
       store.respond(ex, 502, 'Bad Gateway', [['Content-Type', 'text/html; charset=utf-8']]);
       ex.responseBody.add(Buffer.from(page));
       store.finish(ex, why);
     };
-    if (!host) {
+    if (!appHost) {
       fail(describeError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }), this.#options.appPort));
       return ex;
     }
     return new Promise<Exchange>((resolve) => {
-      const upstream = this.#send(host, ex, method, path, withForwarding(endToEnd(headers), '127.0.0.1'), (up) => {
+      const upstream = this.#send(appHost, ex, method, path, withForwarding(endToEnd(headers), '127.0.0.1'), (up) => {
         store.respond(ex, up.statusCode ?? 502, up.statusMessage, pairs(up.rawHeaders));
         up.on('data', (chunk: Buffer) => ex.responseBody.add(chunk));
         up.on('end', () => store.finish(ex));
