@@ -38,7 +38,7 @@ main{flex:1;display:flex;min-height:0}#list-pane{flex:1 1 50%;overflow:auto;bord
 #list tr{cursor:pointer}#list tbody tr:hover{background:#f1f5fb}#list tr.sel{background:#dbe7fb}
 .s2{color:#2b8a3e}.s3{color:#1864ab}.s4{color:#e67700}.s5,.serr{color:#c92a2a}.dim{color:#868e96}.tag{font-size:11px;background:#e7f0ff;color:#1864ab;border-radius:3px;padding:0 4px;margin-left:4px}
 #empty,.hint{color:#868e96;padding:12px}h2{font-size:15px;margin:4px 0 8px;word-break:break-all}h3{font-size:13px;margin:14px 0 4px}
-.bar{display:flex;gap:6px;flex-wrap:wrap;margin:6px 0}.kv td{padding:1px 8px 1px 0;vertical-align:top;word-break:break-all}.kv td:first-child{color:#5c6470;white-space:nowrap}
+.bar{display:flex;gap:6px;flex-wrap:wrap;margin:6px 0}.kv{width:auto}.kv td{padding:1px 12px 1px 0;vertical-align:top;word-break:break-all}.kv td:first-child{color:#5c6470;white-space:nowrap}
 pre{background:#fff;border:1px solid #d5dae1;border-radius:4px;padding:8px;overflow:auto;max-height:40vh;white-space:pre-wrap;word-break:break-all;margin:0}
 .timing span{margin-right:14px}a{color:#1864ab;cursor:pointer}form#edit-form{background:#fff;border:1px solid #d5dae1;border-radius:4px;padding:8px;margin:8px 0}
 form#edit-form label{display:block;margin:4px 0 2px;color:#5c6470}form#edit-form input,form#edit-form textarea{width:100%;font:12px ui-monospace,monospace;padding:4px;border:1px solid #b9c0cc;border-radius:4px}
