@@ -13,7 +13,7 @@ export const INSPECT_DEFAULTS = {
   port: 4040,
   maxExchanges: 500,
   bodyCapBytes: 64 * 1024,
-  memoryCapBytes: 48 * 1024 * 1024,
+  memoryCapBytes: 32 * 1024 * 1024,
 } as const;
 
 export interface StoreLimits {
@@ -31,30 +31,94 @@ export function isBinaryContentType(contentType: string | undefined): boolean {
   return contentType !== undefined && BINARY_TYPE.test(contentType) && !/^image\/svg/i.test(contentType);
 }
 
-/** One body as it streams: its size, and its first bytes up to the cap (copied, so no socket buffer is held). */
+/**
+ * Buffers for captured bodies, in power-of-two sizes, reused: a body forgotten (pushed out
+ * or dropped for the budget) gives its buffer back for the next one. Once the ring is full the
+ * agent stops allocating for bodies, so freed buffers do not pile up as garbage waiting for a
+ * full GC, nor fragment the process's memory. What waits for reuse is bounded too.
+ */
+export class BufferPool {
+  readonly #free = new Map<number, Buffer[]>();
+  #idle = 0;
+  readonly #limit: number;
+
+  constructor(limitBytes: number) {
+    this.#limit = limitBytes;
+  }
+
+  static sizeFor(bytes: number, cap: number): number {
+    let size = 1024;
+    while (size < bytes) size *= 2;
+    return Math.min(size, Math.max(cap, bytes));
+  }
+
+  take(size: number): Buffer {
+    const buffer = this.#free.get(size)?.pop();
+    if (buffer) {
+      this.#idle -= size;
+      return buffer;
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  give(buffer: Buffer): void {
+    if (this.#idle + buffer.length > this.#limit) return;
+    const list = this.#free.get(buffer.length) ?? [];
+    list.push(buffer);
+    this.#free.set(buffer.length, list);
+    this.#idle += buffer.length;
+  }
+
+  get idleBytes(): number {
+    return this.#idle;
+  }
+}
+
+/** One body as it streams: its size, and its first bytes up to the cap, copied into one pooled buffer (no socket buffer is held). */
 export class BodyCapture {
   size = 0;
-  #chunks: Buffer[] = [];
+  #buffer: Buffer | undefined;
   #kept = 0;
+  /** Content-Length, when the body announced it: the buffer is sized for it at once. */
+  expected: number | undefined;
   /** Why the bytes are not (all) here: over the cap, binary, or dropped for the memory budget. */
   omitted: 'binary' | 'dropped' | undefined;
   done = false;
   readonly #cap: number;
   readonly #charge: (bytes: number) => void;
+  readonly #pool: BufferPool | undefined;
 
-  constructor(cap: number, keepBytes: boolean, charge: (bytes: number) => void) {
+  /** `charge` is told of every byte of buffer this body takes (its capacity, not only what it filled). */
+  constructor(cap: number, keepBytes: boolean, charge: (bytes: number) => void, pool?: BufferPool) {
     this.#cap = keepBytes ? cap : 0;
     if (!keepBytes) this.omitted = 'binary';
     this.#charge = charge;
+    this.#pool = pool;
   }
 
   add(chunk: Buffer): void {
     this.size += chunk.length;
     if (this.omitted !== undefined || this.#kept >= this.#cap) return;
     const take = Math.min(chunk.length, this.#cap - this.#kept);
-    this.#chunks.push(Buffer.from(chunk.subarray(0, take)));
-    this.#kept += take;
-    this.#charge(take);
+    const need = this.#kept + take;
+    if (!this.#buffer || this.#buffer.length < need) {
+      // Sized for the announced length, else grown by doubling; never past the cap.
+      const size = BufferPool.sizeFor(Math.min(this.#cap, Math.max(need, this.expected ?? 0)), this.#cap);
+      const grown = this.#pool ? this.#pool.take(size) : Buffer.allocUnsafeSlow(size);
+      const old = this.#buffer;
+      if (old) {
+        old.copy(grown, 0, 0, this.#kept);
+        this.#pool?.give(old);
+      }
+      this.#buffer = grown;
+      chunk.copy(grown, this.#kept, 0, take);
+      this.#kept = need;
+      // Last: going over the budget may drop this very body.
+      this.#charge(grown.length - (old?.length ?? 0));
+      return;
+    }
+    chunk.copy(this.#buffer, this.#kept, 0, take);
+    this.#kept = need;
   }
 
   get kept(): number {
@@ -67,14 +131,14 @@ export class BodyCapture {
   }
 
   bytes(): Buffer {
-    if (this.#chunks.length > 1) this.#chunks = [Buffer.concat(this.#chunks)];
-    return this.#chunks[0] ?? Buffer.alloc(0);
+    return this.#buffer ? this.#buffer.subarray(0, this.#kept) : Buffer.alloc(0);
   }
 
-  /** Forgets the bytes (the memory budget); the size stays. Returns how many bytes it freed. */
+  /** Forgets the bytes (the memory budget); the size stays. Returns how many bytes of buffer it gave back. */
   drop(): number {
-    const freed = this.#kept;
-    this.#chunks = [];
+    const freed = this.#buffer?.length ?? 0;
+    if (this.#buffer) this.#pool?.give(this.#buffer);
+    this.#buffer = undefined;
     this.#kept = 0;
     if (this.size > 0) this.omitted ??= 'dropped';
     return freed;
@@ -139,6 +203,12 @@ export function headerValue(headers: RawHeaders | undefined, name: string): stri
   return undefined;
 }
 
+function contentLength(body: BodyCapture, headers: RawHeaders): BodyCapture {
+  const length = Number(headerValue(headers, 'content-length'));
+  if (Number.isSafeInteger(length) && length > 0) body.expected = length;
+  return body;
+}
+
 export function summarize(ex: Exchange): ExchangeSummary {
   return {
     id: ex.id,
@@ -176,6 +246,7 @@ export class ExchangeStore {
   #nextId = 1;
   #bytes = 0;
   readonly #listeners = new Set<(event: StoreEvent) => void>();
+  readonly #pool: BufferPool;
 
   constructor(limits: Partial<StoreLimits> = {}) {
     this.limits = {
@@ -183,6 +254,8 @@ export class ExchangeStore {
       bodyCapBytes: limits.bodyCapBytes ?? INSPECT_DEFAULTS.bodyCapBytes,
       memoryCapBytes: limits.memoryCapBytes ?? INSPECT_DEFAULTS.memoryCapBytes,
     };
+    // Buffers waiting for reuse: up to an eighth of the budget more.
+    this.#pool = new BufferPool(Math.floor(this.limits.memoryCapBytes / 8));
   }
 
   /** Bytes kept now (bodies, headers, per-exchange overhead). */
@@ -213,7 +286,7 @@ export class ExchangeStore {
       httpVersion: input.httpVersion,
       remoteAddress: input.remoteAddress,
       requestHeaders: input.headers,
-      requestBody: new BodyCapture(this.limits.bodyCapBytes, true, charge),
+      requestBody: contentLength(new BodyCapture(this.limits.bodyCapBytes, true, charge, this.#pool), input.headers),
       responseBody: new BodyCapture(0, false, charge),
       state: 'pending',
       charged: 0,
@@ -236,7 +309,7 @@ export class ExchangeStore {
     const type = headerValue(headers, 'content-type');
     const encoded = headerValue(headers, 'content-encoding');
     // Compressed bodies are kept (the detail view inflates them); plainly binary ones are not.
-    ex.responseBody = new BodyCapture(this.limits.bodyCapBytes, Boolean(encoded) || !isBinaryContentType(type), (bytes) => this.#charge(ex, bytes));
+    ex.responseBody = contentLength(new BodyCapture(this.limits.bodyCapBytes, Boolean(encoded) || !isBinaryContentType(type), (bytes) => this.#charge(ex, bytes), this.#pool), headers);
     this.#charge(ex, headersSize(headers));
     this.changed(ex);
   }

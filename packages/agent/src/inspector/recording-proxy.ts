@@ -249,7 +249,8 @@ export class RecordingProxy {
     const { store } = this.#options;
     const method = edits.method ?? original.method;
     const path = edits.path ?? original.path;
-    const body = edits.body ?? original.requestBody.bytes();
+    // A copy: the captured buffer goes back to the pool if the original is pushed out while this is sent.
+    const body = edits.body ?? Buffer.from(original.requestBody.bytes());
     const base = (edits.headers ?? original.requestHeaders).filter(([k]) => !['content-length', 'transfer-encoding'].includes(k.toLowerCase()));
     // HTTP/1.1 needs a Host: the original's when the changed headers leave it out.
     const host = headerValue(original.requestHeaders, 'host');
