@@ -1050,6 +1050,14 @@ function spliceSection(report: string, heading: string, section: string): string
   return notes === -1 ? `${report.trimEnd()}\n\n${section}\n` : `${report.slice(0, notes + 1)}${section}\n${report.slice(notes + 1)}`;
 }
 
+/** The report with its notes (everything from `## Notes`) replaced by bench/notes.md as it is now. */
+function withCurrentNotes(report: string): string {
+  const notesPath = path.join(BENCH_DIR, 'notes.md');
+  const at = report.indexOf('\n## Notes');
+  if (!existsSync(notesPath) || at === -1) return report;
+  return `${report.slice(0, at + 1)}${readFileSync(notesPath, 'utf8').trim()}\n`;
+}
+
 // ---------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -1122,7 +1130,7 @@ async function main(): Promise<void> {
     return;
   }
   process.stdout.write(`\n${textTable(SUMMARY_HEADER, summaryRows(report))}\n\n`);
-  if (args.only.size === 1 && report.inspector && existsSync(args.out)) writeFileSync(args.out, spliceSection(readFileSync(args.out, 'utf8'), INSPECTOR_HEADING, renderInspectorSection(report.inspector)));
+  if (args.only.size === 1 && report.inspector && existsSync(args.out)) writeFileSync(args.out, withCurrentNotes(spliceSection(readFileSync(args.out, 'utf8'), INSPECTOR_HEADING, renderInspectorSection(report.inspector))));
   else writeFileSync(args.out, renderMarkdown(report));
   const incomplete = report.incomplete ?? report.reaper?.incomplete;
   if (incomplete) {
