@@ -113,6 +113,7 @@ describe('the inspector page in chromium', () => {
     // The screenshot of the docs: the original request selected.
     await row('/orders?source=web').last().click();
     await expect.poll(() => page.locator('#request-body').textContent()).toContain('"book"');
+    await page.locator('#toast').first().waitFor({ state: 'detached' });
     const shot = join(userDataDir, 'inspector.png');
     await page.screenshot({ path: shot });
     if (process.env.UPDATE_SCREENSHOT === '1') copyFileSync(shot, join(REPO_ROOT, 'docs', 'inspector.png'));

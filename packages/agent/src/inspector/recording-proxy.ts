@@ -93,8 +93,8 @@ export interface ForwardResult {
 export class RecordingProxy {
   readonly #options: ProxyOptions;
   readonly #servers: Server[] = [];
-  /** Keep-alive connections to the app: no TCP handshake per request. */
-  readonly #agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' });
+  /** Keep-alive connections to the app: no TCP handshake per request. Idle ones are closed after 4 s, before a Node app's default 5 s (or sooner when the app's Keep-Alive header says so). */
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo', timeout: 4_000 });
   /** The address the app answers on (127.0.0.1 or ::1); found again after a refused connection. */
   #appHost: string | undefined;
   #port = 0;
@@ -141,7 +141,10 @@ export class RecordingProxy {
   }
 
   #server(): Server {
-    const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => this.#onRequest(req, res));
+    // No limit on how long a request may take (long uploads, event streams), and idle
+    // connections kept longer than cloudflared keeps its own to the origin (90 s), so it never
+    // reuses one this side is just closing.
+    const server = createServer({ keepAliveTimeout: 120_000, requestTimeout: 0 }, (req, res) => this.#onRequest(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     server.on('clientError', (_error, socket) => socket.destroy());
     this.#servers.push(server);
@@ -169,6 +172,10 @@ export class RecordingProxy {
       if (!res.writableFinished) store.finish(ex, 'the visitor closed the connection before the response ended');
     });
     const outgoing = withForwarding(endToEnd(headers), req.socket.remoteAddress ?? '127.0.0.1');
+    // A request without a body can be sent again as it is when the app had closed the kept-alive
+    // connection it went out on (a race no client can avoid); once, and only then.
+    const bodiless = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
+    let retried = false;
     const send = (host: string) => {
       const upstream = this.#send(host, ex, req.method ?? 'GET', req.url ?? '/', outgoing, (up) => {
         const responseHeaders = endToEnd(pairs(up.rawHeaders));
@@ -184,17 +191,24 @@ export class RecordingProxy {
           res.destroy();
         });
       }, (error) => {
-        if (res.headersSent) {
+        if (error.code === 'ECONNRESET' && upstream.reusedSocket && bodiless && !retried && !res.headersSent && !res.destroyed) {
+          retried = true;
+          send(host);
+        } else if (res.headersSent) {
           store.finish(ex, describeError(error, this.#options.appPort));
           res.destroy();
         } else this.#badGateway(ex, req, res, describeError(error, this.#options.appPort));
       });
-      // Listened to only now: until the app's address is known the request stays paused.
-      req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
-      req.pipe(upstream);
       res.on('close', () => {
         if (!res.writableFinished) upstream.destroy();
       });
+      if (retried) {
+        upstream.end();
+        return;
+      }
+      // Listened to only now: until the app's address is known the request stays paused.
+      req.on('data', (chunk: Buffer) => ex.requestBody.add(chunk));
+      req.pipe(upstream);
     };
     const host = this.#appHost;
     if (host) send(host);
