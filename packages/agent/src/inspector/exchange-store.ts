@@ -13,7 +13,13 @@ export const INSPECT_DEFAULTS = {
   port: 4040,
   maxExchanges: 500,
   bodyCapBytes: 64 * 1024,
-  memoryCapBytes: 32 * 1024 * 1024,
+  /**
+   * Bodies and headers in all. Chosen for the agent's RSS budget (< 100 MB with a full ring of
+   * 64 KiB bodies, bench/results.md section 5): node alone is ~60 MB of it. 500 exchanges with
+   * bodies of up to ~24 KiB fit whole; with 64 KiB bodies the newest ~190 keep theirs and the
+   * older ones their sizes.
+   */
+  memoryCapBytes: 12 * 1024 * 1024,
 } as const;
 
 export interface StoreLimits {
