@@ -60,6 +60,9 @@ const row = (path: string) => page.locator('#list tbody tr', { has: page.locator
 
 describe('the inspector page in chromium', () => {
   it('shows requests live, their detail and body, replays one as a linked entry the app receives, and filters the list', async () => {
+    // Offline: the page loads nothing but from the inspector itself.
+    const fetched: string[] = [];
+    page.on('request', (request) => fetched.push(request.url()));
     await page.goto(inspector.url);
     await page.locator('#live', { hasText: 'live' }).waitFor();
     const reloads: string[] = [];
@@ -75,6 +78,8 @@ describe('the inspector page in chromium', () => {
     await row('/orders?source=web').click();
     await expect.poll(() => page.locator('#request-body').textContent()).toBe('{\n  "item": "book",\n  "qty": 2\n}');
     await expect.poll(() => page.locator('#detail h2').textContent()).toContain('POST /orders?source=web');
+    await page.locator('#copy-curl').click();
+    await page.locator('#toast', { hasText: 'Copied the curl command' }).waitFor();
 
     // Replay: a new entry, linked to its original, that the app received.
     const before = received.length;
@@ -123,5 +128,6 @@ describe('the inspector page in chromium', () => {
     await expect.poll(async () => (await visiblePaths()).length).toBe(0);
     expect(inspector.store.size).toBe(0);
     expect(reloads).toEqual([]);
+    expect(fetched.filter((url) => !url.startsWith(`${inspector.url}/`))).toEqual([]);
   });
 });
