@@ -79,11 +79,6 @@ export interface ProxyOptions {
   store: ExchangeStore;
 }
 
-/** What the app answered, for a replay: resolved at the response head or on failure. */
-export interface ForwardResult {
-  exchange: Exchange;
-}
-
 /**
  * The recording reverse proxy between cloudflared and the app. Listens on an ephemeral
  * loopback port (the tunnel is created for it); forwards every request to localhost:<appPort>
