@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runAgent, useAgentBroker } from '../helpers/agent.js';
+import { runAgent, runAgentToEnd, useAgentBroker } from '../helpers/agent.js';
 import { eventually } from '../helpers/broker.js';
 
 // `tunnel connect` with its inspector, against a real broker and a fake cloudflared: the
@@ -37,7 +37,7 @@ describe('tunnel connect with the inspector', () => {
     t.defer(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
     const taken = (blocker.address() as { port: number }).port;
     const { userId, env } = t.user('inspect');
-    const agent = runAgent(['connect', String(appPort), '--inspect-port', String(taken)], env);
+    const agent = runAgent(['connect', String(appPort), '--inspect-port', String(taken), '--inspect-keep', '20', '--inspect-body-limit', '8k', '--inspect-memory', '2MiB'], env);
     t.defer(() => agent.stop('SIGKILL'));
 
     await agent.waitFor(/Inspector\s+http:\/\/127\.0\.0\.1:\d+/);
@@ -51,11 +51,25 @@ describe('tunnel connect with the inspector', () => {
     expect(tunnel.port).not.toBe(appPort);
     const visit = await fetch(`http://localhost:${tunnel.port}/from/the/edge?x=1`, { headers: { host: tunnel.hostname, 'x-forwarded-proto': 'https' } });
     expect(await visit.text()).toBe('app saw GET /from/the/edge?x=1');
-    const listed = (await (await fetch(`${inspectorUrl}/api/requests`)).json()) as { requests: Array<{ method: string; path: string; status: number }> };
+    const listed = (await (await fetch(`${inspectorUrl}/api/requests`)).json()) as { requests: Array<{ method: string; path: string; status: number }>; limits: unknown };
     expect(listed.requests).toMatchObject([{ method: 'GET', path: '/from/the/edge?x=1', status: 200 }]);
+    expect(listed.limits).toEqual({ maxExchanges: 20, bodyCapBytes: 8 * 1024, memoryCapBytes: 2 * 1024 * 1024 });
 
     expect(await agent.stop('SIGINT')).toBe(0);
     await expect(fetch(`${inspectorUrl}/api/requests`)).rejects.toThrow();
+  });
+
+  it('refuses malformed inspector flags as usage errors (exit 2)', async () => {
+    const { env } = t.user('inspect');
+    for (const [flag, value, message] of [
+      ['--inspect-body-limit', 'lots', 'must be a size in bytes'],
+      ['--inspect-keep', '0', 'must be a whole number from 1'],
+      ['--inspect-port', '70000', 'must be a port number from 0'],
+    ] as const) {
+      const run = await runAgentToEnd(['connect', String(appPort), flag, value], env);
+      expect(run.code, run.output).toBe(2);
+      expect(run.output).toContain(message);
+    }
   });
 
   it('--no-inspect creates the tunnel straight for the app port and starts no inspector', async () => {
