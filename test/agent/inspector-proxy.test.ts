@@ -282,6 +282,61 @@ describe('the recording proxy', () => {
   });
 });
 
+describe('the recording proxy and kept-alive connections to the app', () => {
+  it('sends a request without a body once more when the app resets the kept-alive connection it went out on; one with a body gets the 502', async () => {
+    // A raw app: on its first connection that carries a request it answers one and resets the connection at
+    // the next (an app closing an idle connection just as the proxy reuses it); after that it answers.
+    const seen: string[] = [];
+    let connections = 0;
+    const raw = createNetServer((socket) => {
+      // Numbered by the first request on them (the proxy's probes of the port carry none).
+      let n = 0;
+      let answered = 0;
+      let buffer = '';
+      socket.on('data', (chunk: Buffer) => {
+        n ||= ++connections;
+        buffer += chunk.toString('latin1');
+        for (let end = buffer.indexOf('\r\n\r\n'); end !== -1; end = buffer.indexOf('\r\n\r\n')) {
+          const head = buffer.slice(0, end);
+          const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          if (buffer.length < end + 4 + length) return;
+          buffer = buffer.slice(end + 4 + length);
+          seen.push(`${n} ${head.split(' ').slice(0, 2).join(' ')}`);
+          if (n === 1 && answered === 1) {
+            socket.resetAndDestroy();
+            return;
+          }
+          answered += 1;
+          socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+        }
+      });
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    try {
+      const i = await inspector({ appPort: (raw.address() as { port: number }).port });
+      expect(await (await fetch(i.through('/a'))).text()).toBe('ok');
+      const b = await fetch(i.through('/b'));
+      expect([b.status, await b.text()]).toEqual([200, 'ok']);
+      expect(seen).toEqual(['1 GET /a', '1 GET /b', '2 GET /b']);
+      const [rec] = await list(i.url);
+      expect(await finished(i.url, rec!.id)).toMatchObject({ path: '/b', status: 200, state: 'complete' });
+
+      // Again with a body: not sent twice (the app may have acted on it); the visitor gets the 502.
+      connections = 0;
+      seen.length = 0;
+      await i.close();
+      const j = await inspector({ appPort: (raw.address() as { port: number }).port });
+      expect(await (await fetch(j.through('/c'), { method: 'POST', body: 'one' })).text()).toBe('ok');
+      const d = await fetch(j.through('/d'), { method: 'POST', body: 'two' });
+      expect(d.status).toBe(502);
+      expect(seen).toEqual(['1 POST /c', '1 POST /d']);
+    } finally {
+      await new Promise<void>((resolve) => raw.close(() => resolve()));
+    }
+  });
+});
+
 describe('the inspector keeps memory bounded', () => {
   it('keeps only the last N exchanges, newest first', async () => {
     const i = await inspector({ appPort, maxExchanges: 10 });
