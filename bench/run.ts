@@ -8,6 +8,9 @@
  *   3. Reaper: time and Redis / PostgreSQL / upstream work to reap 1,000 expired tunnels
  *      among 10,000 and then 100,000 live ones (seeded by direct inserts).
  *   4. Footprint: broker RSS and Redis memory per 10,000 live tunnels.
+ *   5. Inspector: the agent's recording proxy against the app directly, at 1,000 req/s
+ *      (bench/inspector.ts; needs no broker). `--only=inspector` alone rewrites only its
+ *      section of bench/results.md and keeps the rest.
  *
  * Prints a table and writes bench/results.md. Everything it makes is removed at the end
  * (databases dropped, Redis keys deleted, processes stopped), also on failure or Ctrl-C.
@@ -15,7 +18,7 @@
  * Options: --quick    a smaller run (fewer tunnels, shorter rounds) to check the harness works
  *          --profile  run the broker (and the floor) under `node --cpu-prof` and add the
  *                     heaviest frames to the report (slower; numbers are then not budgets)
- *          --only=heartbeat,create,reaper   run some sections only
+ *          --only=heartbeat,create,reaper,inspector   run some sections only
  *          --tokens=heartbeat|access   what the heartbeat load authenticates with (default: each
  *                     tunnel's heartbeat token, as an agent sends; access = the owner's token)
  *          --out=PATH  where to write the Markdown report (default bench/results.md)
@@ -33,6 +36,7 @@ import { startCloudflareEmulator, type CloudflareEmulator } from '../src/cloudfl
 import { withDatabase } from '../src/db/migrate.js';
 import type { PrivateRedis } from '../test/helpers/private-services.js';
 import { startTestServices } from '../test/helpers/test-services.js';
+import { INSPECTOR_HEADING, inspectorSection, inspectorSummaryRows, renderInspectorSection, type InspectorResult } from './inspector.js';
 import { readProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import { bearerHeaders, type TokenKind } from './lib/tokens.js';
 import {
@@ -130,7 +134,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const only = new Set(['heartbeat', 'create', 'reaper']);
+  const only = new Set(['heartbeat', 'create', 'reaper', 'inspector']);
   let profile = false;
   let tokens: TokenKind = 'heartbeat';
   let out = path.join(BENCH_DIR, 'results.md');
@@ -142,7 +146,7 @@ function parseArgs(argv: string[]): Args {
       for (const s of arg.slice('--only='.length).split(',')) only.add(s.trim());
     } else if (arg.startsWith('--out=')) out = path.resolve(arg.slice('--out='.length));
     else if (arg === '--tokens=access' || arg === '--tokens=heartbeat') tokens = arg.slice('--tokens='.length) as TokenKind;
-    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper, --tokens=heartbeat|access, --out=PATH)`);
+    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper,inspector, --tokens=heartbeat|access, --out=PATH)`);
   }
   return { profile, tokens, only, out };
 }
@@ -908,6 +912,7 @@ interface Report {
   heartbeat?: HeartbeatResult;
   create?: CreateResult;
   reaper?: ReaperResult;
+  inspector?: InspectorResult;
   profiles: Array<{ name: string; summary: ProfileSummary }>;
 }
 
@@ -953,6 +958,7 @@ function summaryRows(r: Report): string[][] {
   }
   if (h) rows.push(['4. footprint', `API broker RSS idle → after heartbeat load on ${fmt(h.tunnels)} live`, `${fmtBytes(h.brokerRss.idle)} → ${fmtBytes(h.brokerRss.afterLoad)}`, '', 'INFO']);
   if (p) rows.push(['4. footprint', 'reaper broker RSS after a reap, by live count', p.footprint.reaperRss.map((x) => `${fmt(x.live)}: ${fmtBytes(x.rss)}`).join(' · '), '', 'INFO']);
+  if (r.inspector) rows.push(...inspectorSummaryRows(r.inspector));
   return rows;
 }
 
@@ -1027,6 +1033,7 @@ function renderMarkdown(r: Report): string {
     if (h) out.push(`- API broker RSS: ${fmtBytes(h.brokerRss.idle)} idle after start, ${fmtBytes(h.brokerRss.afterLoad)} after the heartbeat rounds over ${fmt(h.tunnels)} live tunnels of ${fmt(h.users)} users (the growth is heap and JIT under load plus the JWT verify cache, bounded at 10,000 tokens, not per-tunnel state). The floor: ${fmtBytes(h.floorRss.afterLoad)} after the same load.`);
     out.push('');
   }
+  if (r.inspector) out.push(renderInspectorSection(r.inspector), '');
   if (r.profiles.length > 0) {
     out.push('## CPU profiles of this run', '');
     for (const { name, summary } of r.profiles) {
@@ -1038,6 +1045,25 @@ function renderMarkdown(r: Report): string {
   const notesPath = path.join(BENCH_DIR, 'notes.md');
   if (existsSync(notesPath)) out.push(readFileSync(notesPath, 'utf8').trim(), '');
   return `${out.join('\n')}\n`;
+}
+
+/** Replaces the section under `heading` (up to the next `## `) with `section`, or adds it before the notes. */
+function spliceSection(report: string, heading: string, section: string): string {
+  const start = report.indexOf(`\n${heading}\n`);
+  if (start !== -1) {
+    const next = report.indexOf('\n## ', start + heading.length + 2);
+    return `${report.slice(0, start + 1)}${section}\n${next === -1 ? '' : report.slice(next + 1)}`;
+  }
+  const notes = report.indexOf('\n## Notes');
+  return notes === -1 ? `${report.trimEnd()}\n\n${section}\n` : `${report.slice(0, notes + 1)}${section}\n${report.slice(notes + 1)}`;
+}
+
+/** The report with its notes (everything from `## Notes`) replaced by bench/notes.md as it is now. */
+function withCurrentNotes(report: string): string {
+  const notesPath = path.join(BENCH_DIR, 'notes.md');
+  const at = report.indexOf('\n## Notes');
+  if (!existsSync(notesPath) || at === -1) return report;
+  return `${report.slice(0, at + 1)}${readFileSync(notesPath, 'utf8').trim()}\n`;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1093,6 +1119,7 @@ async function main(): Promise<void> {
       report.reaper = await reaperSection(ctx);
       collectProfiles('reaper brokers, section 3');
     }
+    if (args.only.has('inspector')) report.inspector = await inspectorSection(run.log, QUICK);
   } catch (error) {
     if (error instanceof DeadlineError) {
       report.incomplete = error.message;
@@ -1113,7 +1140,8 @@ async function main(): Promise<void> {
     return;
   }
   process.stdout.write(`\n${textTable(SUMMARY_HEADER, summaryRows(report))}\n\n`);
-  writeFileSync(args.out, renderMarkdown(report));
+  if (args.only.size === 1 && report.inspector && existsSync(args.out)) writeFileSync(args.out, withCurrentNotes(spliceSection(readFileSync(args.out, 'utf8'), INSPECTOR_HEADING, renderInspectorSection(report.inspector))));
+  else writeFileSync(args.out, renderMarkdown(report));
   const incomplete = report.incomplete ?? report.reaper?.incomplete;
   if (incomplete) {
     run.log(`INCOMPLETE: ${incomplete}`);

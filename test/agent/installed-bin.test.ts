@@ -18,8 +18,9 @@ let app: Server;
 let appPort: number;
 beforeAll(async () => {
   installed = await installAgentFromTarball();
-  // Something listening on the port the agent exposes.
-  app = createServer((socket) => socket.end());
+  // Something listening on the port the agent exposes. It reads what it is sent (a paused
+  // socket would never see the peer's close, and app.close() would wait for it forever).
+  app = createServer((socket) => socket.resume().end());
   await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
   appPort = (app.address() as { port: number }).port;
 }, 180_000);
@@ -58,8 +59,19 @@ describe('the agent installed from its tarball', () => {
     await agent.waitFor(/Forwarding\s+https:\/\//);
     const list = await t.broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: t.broker.auth(userId) });
     const [tunnel] = (list.json() as { tunnels: Array<{ id: string; hostname: string; port: number }> }).tunnels;
-    expect(tunnel).toMatchObject({ port: appPort });
     expect(agent.output()).toContain(`https://${tunnel!.hostname}  ->  http://localhost:${appPort}`);
+    // The tunnel goes to the agent's recording proxy; the bundled inspector answers and records
+    // what reaches it (this app closes every connection at once: a 502 page naming the port).
+    expect(tunnel!.port).not.toBe(appPort);
+    const inspectorUrl = /Inspector\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(agent.output())![1]!;
+    const visit = await fetch(`http://127.0.0.1:${tunnel!.port}/through`);
+    expect(visit.status).toBe(502);
+    expect(await visit.text()).toContain(`localhost:${appPort}`);
+    const page = await fetch(inspectorUrl);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<title>Tunnel inspector</title>');
+    const recorded = (await (await fetch(`${inspectorUrl}/api/requests`)).json()) as { requests: Array<{ path: string; status: number }> };
+    expect(recorded.requests).toMatchObject([{ path: '/through', status: 502 }]);
     const [run] = await eventually(() => (fake.runs().length > 0 ? fake.runs() : undefined), { timeoutMs: 30_000, what: 'cloudflared to start' });
     const row = await t.broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnel!.id } });
     expect(tunnelIdInToken(run!.token!)).toBe(row.cfTunnelId);

@@ -3,6 +3,7 @@ import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.j
 import { locateCloudflared } from './cloudflared.js';
 import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
 import { ConnectSession } from './connect.js';
+import { INSPECT_DEFAULTS } from './inspector/exchange-store.js';
 import { parseTunnelRef, type TunnelRef, tunnelRefText } from './generated/tunnel-ref.js';
 import { describeDuration, HOW_TO_GET_A_TOKEN, tokenExpiry, unauthorizedMessage } from './messages.js';
 import { type OutputStream, StatusLine } from './status-line.js';
@@ -30,6 +31,31 @@ function parsePort(value: string): number {
   return port;
 }
 
+/** A port for the inspector: 0 means any free one. */
+function parseInspectPort(value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65_535) throw new InvalidArgumentError('must be a port number from 0 (any free port) to 65535.');
+  return port;
+}
+
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 1_000_000) throw new InvalidArgumentError('must be a whole number from 1 to 1000000.');
+  return n;
+}
+
+/** Bytes, with an optional unit: 65536, 64k, 64KiB, 48m, 48MiB. */
+function parseBytes(value: string): number {
+  const match = /^(\d+)\s*(k|kb|kib|m|mb|mib)?$/i.exec(value.trim());
+  if (!match) throw new InvalidArgumentError('must be a size in bytes, optionally with k or m (64k, 48m).');
+  const unit = (match[2] ?? '').toLowerCase();
+  const bytes = Number(match[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
+  if (bytes > 4 * 1024 * 1024 * 1024) throw new InvalidArgumentError('must be at most 4 GiB.');
+  return bytes;
+}
+
+const KIB = (bytes: number) => `${bytes / 1024} KiB`;
+
 /** The broker resolves the name; read here only to refuse an empty one and to reduce a URL to its hostname. */
 function parseTunnelArgument(value: string): TunnelRef {
   const ref = parseTunnelRef(value);
@@ -47,6 +73,17 @@ function parseSlug(value: string): string {
 
 interface CommonOptions extends ConnectionFlags {
   verbose?: boolean;
+}
+
+interface ConnectOptions extends CommonOptions {
+  slug?: string;
+  cloudflared?: string;
+  /** False for --no-inspect. */
+  inspect: boolean;
+  inspectPort?: number;
+  inspectKeep?: number;
+  inspectBodyLimit?: number;
+  inspectMemory?: number;
 }
 
 function withConnectionOptions(command: Command): Command {
@@ -88,7 +125,12 @@ export function registerAgentCommands(program: Command, io: AgentIo = processIo(
   )
     .option('--cloudflared <path>', 'the cloudflared binary (env CLOUDFLARED_PATH; default: cloudflared on PATH)')
     .option('-v, --verbose', "show cloudflared's output and every heartbeat", false)
-    .action(async (port: number, options: CommonOptions & { slug?: string; cloudflared?: string }) => {
+    .option('--inspect-port <port>', `where the request inspector listens on 127.0.0.1 (the next free port if taken; default ${INSPECT_DEFAULTS.port})`, parseInspectPort)
+    .option('--no-inspect', 'no inspector: the tunnel goes straight to the port, nothing is recorded')
+    .option('--inspect-keep <count>', `how many of the last requests the inspector keeps (default ${INSPECT_DEFAULTS.maxExchanges})`, parseCount)
+    .option('--inspect-body-limit <bytes>', `how much of each body it keeps; past that only the size (default ${KIB(INSPECT_DEFAULTS.bodyCapBytes)})`, parseBytes)
+    .option('--inspect-memory <bytes>', `the most it keeps in all, bodies and headers (default ${INSPECT_DEFAULTS.memoryCapBytes / 1024 / 1024} MiB)`, parseBytes)
+    .action(async (port: number, options: ConnectOptions) => {
       const code = await connect(io, port, options);
       // Everything was closed; this only guards against a stray handle keeping a finished agent alive.
       setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
@@ -127,7 +169,7 @@ export function registerAgentCommands(program: Command, io: AgentIo = processIo(
   return program;
 }
 
-async function connect(io: AgentIo, port: number, options: CommonOptions & { slug?: string; cloudflared?: string }): Promise<number> {
+async function connect(io: AgentIo, port: number, options: ConnectOptions): Promise<number> {
   // `connect 3000 | head -1` closes stdout early: an EPIPE must not crash the agent past its cleanup.
   process.stdout.on('error', () => {});
   process.stderr.on('error', () => {});
@@ -138,7 +180,15 @@ async function connect(io: AgentIo, port: number, options: CommonOptions & { slu
     // Before anything is created: a missing binary must not leave a tunnel behind.
     // Under `npm run`, the cwd is the package root; a relative --cloudflared means the user's directory.
     const cloudflaredPath = await locateCloudflared(options.cloudflared, io.env, io.env.INIT_CWD || process.cwd());
-    session = new ConnectSession({ port, slug: options.slug, verbose: Boolean(options.verbose), connection, cloudflaredPath, env: io.env }, status);
+    const inspect = options.inspect === false
+      ? (false as const)
+      : {
+        ...(options.inspectPort !== undefined ? { inspectPort: options.inspectPort } : {}),
+        ...(options.inspectKeep !== undefined ? { maxExchanges: options.inspectKeep } : {}),
+        ...(options.inspectBodyLimit !== undefined ? { bodyCapBytes: options.inspectBodyLimit } : {}),
+        ...(options.inspectMemory !== undefined ? { memoryCapBytes: options.inspectMemory } : {}),
+      };
+    session = new ConnectSession({ port, slug: options.slug, verbose: Boolean(options.verbose), connection, cloudflaredPath, env: io.env, inspect }, status);
   } catch (error) {
     return report(io, error);
   }

@@ -5,6 +5,7 @@ import { type MonotonicClock, monotonicNow } from './clock.js';
 import { CloudflaredSupervisor, describeExit, type ExitInfo, type RestartPolicy } from './cloudflared.js';
 import { type Env, type ResolvedConnection } from './config.js';
 import { HeartbeatSchedule } from './heartbeat-schedule.js';
+import { type InspectorOptions, type RunningInspector, startInspector } from './inspector/inspector.js';
 import { isLocalPortListening } from './local-port.js';
 import { createFailureMessage, describeDuration, unauthorizedMessage } from './messages.js';
 import { type AgentState, StatusLine } from './status-line.js';
@@ -20,6 +21,8 @@ export interface ConnectSettings {
   restartPolicy?: Partial<RestartPolicy>;
   /** For every elapsed time and schedule; the monotonic clock unless a test injects one. */
   now?: MonotonicClock;
+  /** The recording proxy and inspector (`--inspect-*`); false for `--no-inspect` (the tunnel goes straight to the port). */
+  inspect?: Omit<InspectorOptions, 'appPort'> | false;
 }
 
 /** A reason to stop that the user must read; `exitCode` is what the process exits with. */
@@ -96,6 +99,7 @@ export class ConnectSession {
   #forced = false;
   readonly #force = new AbortController();
   readonly #now: MonotonicClock;
+  #inspector: RunningInspector | undefined;
 
   constructor(settings: ConnectSettings, status: StatusLine) {
     this.#settings = settings;
@@ -155,6 +159,25 @@ export class ConnectSession {
     }
     // Methods, not the field: TypeScript would keep the field narrowed across the awaits.
     if (this.#stopping()) return this.#exitCode();
+    if (settings.inspect !== false) {
+      try {
+        this.#inspector = await startInspector({ ...settings.inspect, appPort: settings.port });
+      } catch (error) {
+        this.#status.warn(`error: could not start the inspector: ${(error as Error).message} (--no-inspect runs without it)`);
+        return 1;
+      }
+      const { requestedPort, port } = this.#inspector;
+      if (requestedPort !== 0 && port !== requestedPort) this.#status.warn(`Port ${requestedPort} is taken; the inspector is on port ${port} instead.`);
+    }
+    try {
+      return await this.#runTunnel();
+    } finally {
+      await this.#inspector?.close();
+    }
+  }
+
+  async #runTunnel(): Promise<number> {
+    const settings = this.#settings;
 
     try {
       this.#tunnel = await this.#create({ initial: true, signal: this.#stop.signal });
@@ -253,7 +276,8 @@ export class ConnectSession {
   #banner(tunnel: CreatedTunnel): void {
     const lines = [
       '',
-      `  Forwarding   ${tunnel.url}  ->  http://localhost:${tunnel.port}`,
+      `  Forwarding   ${tunnel.url}  ->  http://localhost:${this.#settings.port}`,
+      ...(this.#inspector ? [`  Inspector    ${this.#inspector.url}  (every request, in full; replay)`] : []),
       `  Tunnel       ${tunnel.tunnelId}`,
       `  Broker       ${this.#settings.connection.server}`,
       '',
@@ -427,7 +451,9 @@ export class ConnectSession {
    * looks for the tunnel that create made and ends it (#abandonCreate).
    */
   async #create(options: { initial: boolean; signal: AbortSignal; replacing?: CreatedTunnel }): Promise<CreatedTunnel | undefined> {
-    const { port, slug, connection } = this.#settings;
+    const { slug, connection } = this.#settings;
+    // Through the recording proxy when the inspector runs: the tunnel is created for its port.
+    const port = this.#inspector?.proxyPort ?? this.#settings.port;
     // A new random slug when none was asked for: the spec'd behaviour, and a URL nobody else now holds.
     const requested = slug;
     const input = { port, idempotencyKey: randomUUID(), ...(requested ? { slug: requested } : {}) };

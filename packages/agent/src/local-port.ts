@@ -9,7 +9,8 @@ export async function isLocalPortListening(port: number, timeoutMs = 1000): Prom
   return results.some(Boolean);
 }
 
-function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
+/** Whether host:port accepts a TCP connection within the time. */
+export function canConnect(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host, port });
     const done = (ok: boolean) => {

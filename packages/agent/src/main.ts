@@ -1,6 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import { registerAgentCommands } from './commands.js';
+import { limitYoungGeneration } from './heap.js';
+
+limitYoungGeneration();
 
 /**
  * The `tunnel` bin: the bundle built from this file (dist/tunnel.mjs) when installed from the
