@@ -5,6 +5,7 @@ import type { HeartbeatTokensOptions } from './auth/heartbeat-token.js';
 import type { JwksTuning } from './auth/token-verifier.js';
 import type { Config } from './config/env.js';
 import { errorHandlerPlugin, handleError } from './errors/error-handler.js';
+import { lazyChildLoggerFactory } from './logging/lazy-child-logger.js';
 import { createLogger } from './logging/logger.js';
 import { BrokerMetrics } from './metrics/metrics.js';
 import { authPlugin } from './plugins/auth.js';
@@ -63,6 +64,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   const logger = options.logger ?? createLogger(config);
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
+    // Per-request loggers made on first use: see lazy-child-logger.ts.
+    childLoggerFactory: lazyChildLoggerFactory,
     bodyLimit: BODY_LIMIT_BYTES,
     // Heartbeats and creates are small and quick; a slow client must not hold a socket forever.
     requestTimeout: 30_000,
