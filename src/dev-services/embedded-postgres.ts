@@ -82,7 +82,8 @@ export class EmbeddedPostgres {
     const args = ['-D', this.dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'];
     // WAL is still written before a commit returns, so a crash of the server alone loses nothing.
     if (this.options.durable === false) args.push('-c', 'fsync=off', '-c', 'full_page_writes=off');
-    const server = spawnServer({ command: binaries.postgres, args, logFile: path.join(this.options.dir, 'postgres.log'), uid: runAs?.uid, gid: runAs?.gid });
+    // SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+    const server = spawnServer({ command: binaries.postgres, args, logFile: path.join(this.options.dir, 'postgres.log'), uid: runAs?.uid, gid: runAs?.gid, exitSignal: 'SIGINT' });
     this.server = server;
     const url = urlFor(port);
     try {

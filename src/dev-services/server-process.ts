@@ -14,6 +14,8 @@ export interface ServerProcess {
   logTail(): string;
   /** Sends `signal`, and SIGKILL if it has not exited after `graceMs`; resolves once it has exited. Idempotent. */
   stop(signal: NodeJS.Signals, graceMs: number): Promise<void>;
+  /** Sends `signal` and returns at once (for a process that is exiting and cannot wait). */
+  signal(signal: NodeJS.Signals): void;
 }
 
 export interface SpawnServerOptions {
@@ -23,6 +25,8 @@ export interface SpawnServerOptions {
   cwd?: string;
   uid?: number;
   gid?: number;
+  /** What it is sent if this process exits while it still runs (default SIGTERM). */
+  exitSignal?: NodeJS.Signals;
 }
 
 const LOG_TAIL_CHARS = 2000;
@@ -48,6 +52,13 @@ export function spawnServer(options: SpawnServerOptions): ServerProcess {
   });
   const exit = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const exited = () => child.exitCode !== null || child.signalCode !== null || spawnError !== undefined;
+  // Its own process group keeps a terminal's Ctrl-C away from it, so whoever exits without
+  // stopping it (a second Ctrl-C, process.exit on a fatal error) at least asks it to stop.
+  const onExit = () => {
+    if (!exited()) child.kill(options.exitSignal ?? 'SIGTERM');
+  };
+  process.once('exit', onExit);
+  void exit.then(() => process.off('exit', onExit));
   return {
     get pid() {
       return child.pid ?? -1;
@@ -60,6 +71,9 @@ export function spawnServer(options: SpawnServerOptions): ServerProcess {
       } catch {
         return '';
       }
+    },
+    signal(signal) {
+      if (!exited()) child.kill(signal);
     },
     async stop(signal, graceMs) {
       if (exited()) return;

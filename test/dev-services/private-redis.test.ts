@@ -3,6 +3,8 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PrivateRedis, RedisServerMissingError } from '../../src/dev-services/private-redis.js';
+import { processAlive } from '../../src/dev-services/server-process.js';
+import { runTsToEnd } from '../helpers/process.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const servers: PrivateRedis[] = [];
@@ -51,5 +53,17 @@ describe('PrivateRedis', () => {
     const error = await missing.start().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RedisServerMissingError);
     expect((error as Error).message).toMatch(/brew install redis.*apt install redis-server.*REDIS_URL/s);
+  });
+});
+
+describe('a server process of the dev services', () => {
+  it('is told to stop when the broker exits without stopping it (a second Ctrl-C, a fatal error): it has its own process group, so nothing else would', async () => {
+    const run = await runTsToEnd('test/fixtures/exit-without-stop.ts', [], {});
+    expect(run.code).toBe(0);
+    const pid = Number(/child (\d+)/.exec(run.output)?.[1]);
+    expect(pid).toBeGreaterThan(0);
+    const deadline = Date.now() + 10_000;
+    for (let i = 0; i < 100 && processAlive(pid) && Date.now() < deadline; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(processAlive(pid)).toBe(false);
   });
 });
