@@ -39,6 +39,10 @@ export const UPSTREAM_FAILURE_MESSAGES = {
     UPSTREAM_ERROR: 'The tunnel provider failed; nothing was created.',
     UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; nothing was created. Retry later.',
   },
+  access: {
+    UPSTREAM_ERROR: 'The tunnel provider failed; the tunnel may still have its previous audience. Retry the change.',
+    UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; the tunnel may still have its previous audience. Retry the change later.',
+  },
   delete: {
     UPSTREAM_ERROR: 'The tunnel provider failed; the tunnel is being ended and its removal will be retried.',
     UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; the tunnel is being ended and its removal will be retried.',

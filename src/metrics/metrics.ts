@@ -27,10 +27,10 @@ export const REAP_OUTCOMES = ['ended', 'retry_scheduled', 'not_found', 'busy', '
 export type ReapOutcome = (typeof REAP_OUTCOMES)[number];
 
 /**
- * `create_rate`, `read_rate`, `delete_rate`: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (RATE_LIMITED);
+ * `create_rate`, `read_rate`, `delete_rate`, `update_rate`: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (a PATCH counts at the DELETE rate) (RATE_LIMITED);
  * `tunnels_per_user`: MAX_TUNNELS_PER_USER (TUNNEL_LIMIT_EXCEEDED).
  */
-export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'tunnels_per_user'] as const;
+export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'update_rate', 'tunnels_per_user'] as const;
 export type RateLimitName = (typeof RATE_LIMITS)[number];
 
 const COLLECT_SOURCES = ['live_tunnels', 'cloudflare_budget'] as const;
