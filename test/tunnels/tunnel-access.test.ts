@@ -146,7 +146,7 @@ describe('Access with a team rule', () => {
     const owner = user();
     const t = await created(team, owner, { mode: 'public' });
     await makeDue(team, t.tunnelId);
-    await team.app.reaper.sweep();
+    expect((await team.app.reaper!.sweep()).ended).toBe(1);
     expect(ownObjects(team, t.tunnelId)).toEqual([]);
   });
 
