@@ -21,6 +21,15 @@ export interface PreparedGate extends GateIds {
   attachPolicy?: string | undefined;
 }
 
+/** An Access application or reusable policy as the reconciler sees it. */
+export interface ListedAccess {
+  id: string;
+  name: string;
+  /** Applications: the hostname (or wildcard) they cover. */
+  domain: string | null;
+  createdAt: string | null;
+}
+
 export interface TeamGateStatus {
   status: 'ok' | 'missing' | 'mismatch';
   message: string;
@@ -200,22 +209,24 @@ export class AccessGates {
     return { appId: app?.id, policyId: policy?.id };
   }
 
-  /** Every Access application and reusable policy of the account (the reconciler filters the broker's own). */
-  async listAll(budget: RequestOptions): Promise<{ apps: Array<{ id: string; name: string; domain: string }>; policies: Array<{ id: string; name: string }> }> {
-    const apps: Array<{ id: string; name: string; domain: string }> = [];
-    const policies: Array<{ id: string; name: string }> = [];
+  /**
+   * The account's Access applications and reusable policies whose names start with the
+   * broker's prefix, to the last page (the reconciler decides which are really its own).
+   */
+  async listUnderPrefix(options: { perPage: number }): Promise<{ apps: ListedAccess[]; policies: ListedAccess[] }> {
+    const budget = this.#calls.budgetOptions('fail');
+    const prefix = this.#cf.tunnelNamePrefix;
+    const apps: ListedAccess[] = [];
+    const policies: ListedAccess[] = [];
+    const keep = (x: ListedAccessObject & { created_at?: string }, into: ListedAccess[]) => {
+      if (x.id && x.name?.startsWith(prefix)) into.push({ id: x.id, name: x.name, domain: x.domain ?? null, createdAt: x.created_at ?? null });
+    };
     await Promise.all([
       this.#calls.call('access.app.list', async () => {
-        for await (const a of this.#calls.client.zeroTrust.access.applications.list({ account_id: this.#cf.accountId, per_page: 1000 } as never, budget)) {
-          const app = a as ListedAccessObject;
-          if (app.id && app.name) apps.push({ id: app.id, name: app.name, domain: app.domain ?? '' });
-        }
+        for await (const a of this.#calls.client.zeroTrust.access.applications.list({ account_id: this.#cf.accountId, per_page: options.perPage }, budget)) keep(a as ListedAccessObject, apps);
       }),
       this.#calls.call('access.policy.list', async () => {
-        for await (const x of this.#calls.client.zeroTrust.access.policies.list({ account_id: this.#cf.accountId, per_page: 1000 }, budget)) {
-          const policy = x as ListedAccessObject;
-          if (policy.id && policy.name) policies.push({ id: policy.id, name: policy.name });
-        }
+        for await (const x of this.#calls.client.zeroTrust.access.policies.list({ account_id: this.#cf.accountId, per_page: options.perPage }, budget)) keep(x as ListedAccessObject, policies);
       }),
     ]);
     return { apps, policies };

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import type { PrismaClient } from '../generated/prisma/client.js';
+import { isUpstreamError } from '../cloudflare/upstream-error.js';
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { ReconcileExecutor } from './reconcile-executor.js';
@@ -161,12 +162,18 @@ export class Reconciler {
     }
     try {
       // Upstream first, the database second: see the class contract.
-      const [tunnels, records] = await Promise.all([
+      const [tunnels, records, access] = await Promise.all([
         this.#provider.listings.listTunnelsUnderPrefix({ perPage: this.#perPage }),
         this.#provider.listings.listTunnelDnsRecords(this.#planner.tunnelDomain, { perPage: this.#perPage }),
+        // A token without Access permissions cannot have made Access objects: the pass goes on without them.
+        this.#provider.access.listUnderPrefix({ perPage: this.#perPage }).catch((error: unknown) => {
+          if (!isUpstreamError(error) || error.kind !== 'unauthorized') throw error;
+          this.#log.debug({ event: LogEvent.reconcilePass }, 'the token cannot list Access applications; skipping them');
+          return undefined;
+        }),
       ]);
-      report.listed = { tunnels: tunnels.length, dnsRecords: records.length };
-      const listing = { tunnels, records };
+      report.listed = { tunnels: tunnels.length, dnsRecords: records.length, ...(access ? { accessApps: access.apps.length, accessPolicies: access.policies.length } : {}) };
+      const listing = { tunnels, records, ...(access ? { accessApps: access.apps, accessPolicies: access.policies } : {}) };
       const rows = await this.#rows.load(rowKeysFor(listing, this.#planner));
       const plan = planRemovals(listing, rows, Date.now(), this.#planner);
       report.skipped.push(...plan.skipped);
