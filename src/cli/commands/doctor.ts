@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
-import { type Config, ConfigError, loadConfig } from '../../config/env.js';
+import { type Config, ConfigError, hasTeamRule, loadConfig } from '../../config/env.js';
 import { migrationStatus } from '../../db/migrate.js';
 import { redactUrl } from '../../logging/redact-url.js';
 import { CliError, type CliContext, describeError } from '../context.js';
@@ -15,15 +15,16 @@ const SYMBOL: Record<CheckResult['status'], string> = { ok: '✓', fail: '✗', 
 
 /**
  * `doctor`: configuration, PostgreSQL, migrations, Redis and Cloudflare, one line each, with
- * what to fix. Read-only: it creates nothing anywhere. Exits 1 if any check fails.
+ * what to fix. Read-only (it creates nothing anywhere) unless asked for `--create-team-gate`. Exits 1 if any check fails.
  */
 export function registerDoctorCommand(program: Command, context: CliContext): void {
   program
     .command('doctor')
     .description('check the configuration, PostgreSQL, migrations, Redis and the Cloudflare credentials; one line each, with what to fix')
     .option('--json', 'print {ok, checks: [{name, status, message, fix?}]}')
-    .action(async (options: { json?: boolean }) => {
-      const checks = await runChecks(context.env);
+    .option('--create-team-gate', 'with a team rule (ACCESS_TEAM_*): make or correct the wildcard Access team gate (the one write doctor makes)')
+    .action(async (options: { json?: boolean; createTeamGate?: boolean }) => {
+      const checks = await runChecks(context.env, { createTeamGate: Boolean(options.createTeamGate) });
       const failed = checks.filter((c) => c.status === 'fail').length;
       if (options.json) {
         context.stdout(json({ ok: failed === 0, checks }));
@@ -36,7 +37,7 @@ export function registerDoctorCommand(program: Command, context: CliContext): vo
     });
 }
 
-export async function runChecks(env: Record<string, string | undefined>): Promise<CheckResult[]> {
+export async function runChecks(env: Record<string, string | undefined>, options: { createTeamGate?: boolean } = {}): Promise<CheckResult[]> {
   let config: Config;
   try {
     config = loadConfig(env);
@@ -59,7 +60,7 @@ export async function runChecks(env: Record<string, string | undefined>): Promis
       fix: 'set JWT_SECRET to at least 32 random characters',
     });
   }
-  const [database, redis, cloudflare] = await Promise.all([checkDatabase(config), checkRedis(config), checkCloudflare(config)]);
+  const [database, redis, cloudflare] = await Promise.all([checkDatabase(config), checkRedis(config), checkCloudflare(config, options)]);
   return [...checks, ...database, redis, ...cloudflare];
 }
 
@@ -147,7 +148,7 @@ async function checkRedis(config: Config): Promise<CheckResult> {
   }
 }
 
-async function checkCloudflare(config: Config): Promise<CheckResult[]> {
+async function checkCloudflare(config: Config, options: { createTeamGate?: boolean }): Promise<CheckResult[]> {
   if (config.cloudflare.mode === 'emulator') {
     return [{
       name: 'cloudflare',
@@ -163,5 +164,9 @@ async function checkCloudflare(config: Config): Promise<CheckResult[]> {
   ]);
   // Unmetered and without retries: four reads, each answered or failed at once.
   const client = createCloudflareClient({ ...config.cloudflare, maxRetries: 0, timeoutMs: Math.min(config.cloudflare.timeoutMs, PROBE_TIMEOUT_MS * 2) });
-  return checkCloudflareAccess(client, config.cloudflare, config.tunnels.domain);
+  const results = await checkCloudflareAccess(client, config.cloudflare, config.tunnels.domain);
+  // Cloudflare Access (docs/access.md): checked when a team rule is configured.
+  if (!hasTeamRule(config.access) || results.some((r) => r.name === 'cloudflare token' && r.status === 'fail')) return results;
+  const [{ checkAccessGates }, { default: pino }] = await Promise.all([import('../../cloudflare/access-gate-checks.js'), import('pino')]);
+  return [...results, ...(await checkAccessGates(client, config.cloudflare, config.access, config.tunnels.domain, pino({ level: 'silent' }), options))];
 }
