@@ -246,6 +246,18 @@ export class AccessGates {
     return this.#teamGate;
   }
 
+  /**
+   * The reconciler saw no team gate over the domain (someone deleted it): forget that it was
+   * made, and make it again. Without this a process would go on trusting its first check.
+   */
+  async restoreTeamGate(listedApps: ReadonlyArray<{ name: string; domain: string | null }>): Promise<boolean> {
+    if (!hasTeamRule(this.#access)) return false;
+    if (listedApps.some((a) => a.name === this.teamName && a.domain === this.wildcardDomain)) return false;
+    this.#teamGate = undefined;
+    await this.ensureTeamGate(this.#calls.budgetOptions('fail'));
+    return true;
+  }
+
   /** Whether the team gate exists and matches the configuration (read only; for doctor). */
   async teamGateStatus(budget: RequestOptions): Promise<TeamGateStatus> {
     const [policy, app] = await Promise.all([this.#findPolicy(this.teamName, budget), this.#findApp(this.teamName, budget)]);

@@ -174,6 +174,14 @@ export class Reconciler {
       ]);
       report.listed = { tunnels: tunnels.length, dnsRecords: records.length, ...(access ? { accessApps: access.apps.length, accessPolicies: access.policies.length } : {}) };
       const listing = { tunnels, records, ...(access ? { accessApps: access.apps, accessPolicies: access.policies } : {}) };
+      if (access && !dryRun) {
+        // The team gate is made once per process; if it vanished upstream, it is made again here.
+        const restored = await this.#provider.access.restoreTeamGate(access.apps).catch((error: unknown) => {
+          this.#log.warn({ err: error, event: LogEvent.reconcilePass }, 'the Access team gate is missing and could not be made again');
+          return false;
+        });
+        if (restored) this.#log.warn({ event: LogEvent.reconcilePass }, 'the Access team gate was missing upstream; made it again');
+      }
       const rows = await this.#rows.load(rowKeysFor(listing, this.#planner));
       const plan = planRemovals(listing, rows, Date.now(), this.#planner);
       report.skipped.push(...plan.skipped);

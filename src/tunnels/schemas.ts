@@ -83,7 +83,8 @@ export const CreatedTunnel = Type.Object({
   heartbeatIntervalSec: Type.Integer(),
   expiresAt: Timestamp,
   createdAt: Timestamp,
-  access: AccessSpec,
+  // Optional only so that an Idempotency-Key replay of a response stored before Access still serializes.
+  access: Type.Optional(AccessSpec),
 });
 
 export const TunnelSummary = Type.Object({

@@ -70,3 +70,17 @@ describe('the reconciler and Access objects', () => {
     expect(report.skipped.filter((s) => s.rowId === liveId && s.resource.startsWith('access_')).map((s) => s.reason)).toEqual(['live_row', 'live_row']);
   });
 });
+
+describe('the reconciler and the team gate', () => {
+  it('makes the wildcard team gate again when it vanished upstream', async () => {
+    const owner = `user-${randomUUID()}`;
+    const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(owner), payload: { port: 3000 } });
+    expect(res.statusCode).toBe(201);
+    const client = createCloudflareClient(broker.config.cloudflare);
+    const gate = broker.emulator.accessApps().find((a) => a.name === 'tb-team')!;
+    await client.zeroTrust.access.applications.delete(gate.id, { account_id: broker.emulator.accountId });
+    expect(broker.emulator.audience(res.json().hostname)).toEqual({ gate: 'none' });
+    await reconciler(broker).reconcile();
+    expect(broker.emulator.audience(res.json().hostname)).toMatchObject({ gate: 'login', appName: 'tb-team', emailDomains: ['team.example'] });
+  });
+});

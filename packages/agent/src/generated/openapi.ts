@@ -456,7 +456,7 @@ export interface operations {
                         /** Format: date-time */
                         createdAt: string;
                         /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
-                        access: {
+                        access?: {
                             /**
                              * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
                              * @enum {string}
