@@ -42,6 +42,8 @@ export interface TransitionWhere {
   noDeleteRequested?: boolean;
   /** Only while the lease has not lapsed (database clock). */
   leaseHeld?: boolean;
+  /** Only while nobody holds a lease on it (none, or lapsed): an active tunnel's audience change. */
+  leaseFree?: boolean;
 }
 
 /** The columns a transition sets; `updatedAt` is always set to now. */
@@ -120,6 +122,7 @@ export class TunnelRows {
     if (where.generation !== undefined) conditions.push(Prisma.sql`lease_generation = ${where.generation}::int`);
     if (where.noDeleteRequested) conditions.push(Prisma.sql`delete_requested_at IS NULL`);
     if (where.leaseHeld) conditions.push(Prisma.sql`lease_expires_at > clock_timestamp()`);
+    if (where.leaseFree) conditions.push(Prisma.sql`(lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())`);
     if (event === null) {
       const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
         UPDATE tunnels SET ${Prisma.join(sets)} WHERE ${Prisma.join(conditions, ' AND ')} RETURNING ${TUNNEL_COLUMNS}`;

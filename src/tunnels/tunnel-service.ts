@@ -19,6 +19,8 @@ const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
 /** After a failed upstream teardown, the reaper tries again this many sweeps later (or after Retry-After). */
 export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
+/** How long an audience change holds its tunnel against another change, at most (released when done). */
+const ACCESS_CHANGE_LOCK_MS = 60_000;
 /** Rows found abandoned (creating/ending with a lapsed lease and nobody due to look) per sweep. */
 const ABANDONED_PAGE_SIZE = 1000;
 
@@ -219,9 +221,15 @@ export class TunnelService {
    */
   async changeAccess(ownerId: string, tunnelId: string, requested: AccessRequest, log: Logger = this.#log, options: { ownerEmail?: string | undefined } = {}): Promise<TunnelView> {
     const access = resolveAccess(requested, this.#config.access, options.ownerEmail);
-    const row = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId, status: { not: 'ended' } } });
-    if (!row) throw new AppError('TUNNEL_NOT_FOUND');
-    if (row.status !== 'active') throw new AppError('TUNNEL_NOT_FOUND', { message: 'The tunnel is being created or ended; its audience can change once it is active.' });
+    // One change at a time per tunnel: a change holds the active row's lease field (nothing
+    // else uses it while a tunnel is active) until it is done, or ACCESS_CHANGE_LOCK_MS if its process dies.
+    const row = await this.#rows.transition({ id: tunnelId, ownerId, from: ['active'], leaseFree: true }, { status: 'active', leaseMs: ACCESS_CHANGE_LOCK_MS }, null);
+    if (!row) {
+      const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId, status: { not: 'ended' } }, select: { status: true } });
+      if (!existing) throw new AppError('TUNNEL_NOT_FOUND');
+      if (existing.status !== 'active') throw new AppError('TUNNEL_NOT_FOUND', { message: 'The tunnel is being created or ended; its audience can change once it is active.' });
+      throw new AppError('SERVICE_UNAVAILABLE', { message: "Another change of this tunnel's audience is in progress; retry shortly.", retryAfterSec: 1 });
+    }
     const current: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
     const known: GateIds = { ...current };
     let ids: GateIds;
@@ -231,13 +239,13 @@ export class TunnelService {
         if (made.policyId) known.policyId = made.policyId;
       });
     } catch (error) {
-      await this.#rows.transition({ id: row.id, from: ['active'] }, { status: 'active', accessAppId: known.appId ?? null, accessPolicyId: known.policyId ?? null }, null)
+      await this.#rows.transition({ id: row.id, from: ['active'] }, { status: 'active', accessAppId: known.appId ?? null, accessPolicyId: known.policyId ?? null, leaseMs: null }, null)
         .catch((dbError: unknown) => log.warn({ err: dbError }, 'could not record the Access objects of a failed change; the reconciler finds them by name'));
       throw upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.access);
     }
     const updated = await this.#rows.transition(
       { id: row.id, ownerId, from: ['active'] },
-      { status: 'active', access: accessColumns(access), accessAppId: ids.appId ?? null, accessPolicyId: ids.policyId ?? null },
+      { status: 'active', access: accessColumns(access), accessAppId: ids.appId ?? null, accessPolicyId: ids.policyId ?? null, leaseMs: null },
       { type: 'access_changed', actor: userActor(ownerId), details: { from: accessColumns(rowAccessOf(row)), to: accessColumns(access) } },
     );
     if (!updated) {

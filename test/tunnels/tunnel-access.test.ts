@@ -127,6 +127,30 @@ describe('Access with a team rule', () => {
     expectAlwaysGated(team, t.hostname);
   });
 
+  it('runs one audience change at a time per tunnel: a concurrent one is 503 with Retry-After, and upstream matches the row', async () => {
+    const owner = user();
+    const t = await created(team, owner);
+    team.emulator.setLatency(50);
+    let answers;
+    try {
+      answers = await Promise.all([
+        patch(team, owner, t.tunnelId, { mode: 'public' }),
+        patch(team, owner, t.tunnelId, { mode: 'emails', emails: ['a@x.example'] }),
+      ]);
+    } finally {
+      team.emulator.setLatency(0);
+    }
+    const statuses = answers.map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([200, 503]);
+    expect(answers.find((r) => r.statusCode === 503)!.headers['retry-after']).toBe('1');
+    const row = await team.app.prisma.tunnel.findUniqueOrThrow({ where: { id: t.tunnelId } });
+    expect(row.leaseExpiresAt).toBeNull();
+    const own = ownObjects(team, t.tunnelId).map((o) => o.id).sort();
+    expect(own).toEqual([row.accessAppId, row.accessPolicyId].filter(Boolean).sort());
+    // And the next change goes through.
+    expect((await patch(team, owner, t.tunnelId, { mode: 'team' })).statusCode).toBe(200);
+  });
+
   it('leaves no Access object behind when a tunnel is deleted (the DNS record goes first, its gate after)', async () => {
     const owner = user();
     const t = await created(team, owner, { mode: 'emails', emails: ['a@x.example'] });
