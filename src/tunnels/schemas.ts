@@ -171,6 +171,7 @@ export const UpdateTunnelBody = Type.Object({ access: AccessSpec }, { additional
 export const updateTunnelSchema = {
   operationId: 'updateTunnel',
   summary: 'Change who may open a live tunnel\'s URL, in place (same hostname)',
+  description: 'Owner only. One change at a time per tunnel: a concurrent one is 503 SERVICE_UNAVAILABLE with Retry-After.',
   params: TunnelRefParams,
   body: UpdateTunnelBody,
   response: {

@@ -94,7 +94,10 @@ export interface paths {
         delete: operations["deleteTunnel"];
         options?: never;
         head?: never;
-        /** Change who may open a live tunnel's URL, in place (same hostname) */
+        /**
+         * Change who may open a live tunnel's URL, in place (same hostname)
+         * @description Owner only. One change at a time per tunnel: a concurrent one is 503 SERVICE_UNAVAILABLE with Retry-After.
+         */
         patch: operations["updateTunnel"];
         trace?: never;
     };
