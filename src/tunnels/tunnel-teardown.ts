@@ -54,9 +54,11 @@ export class TunnelTeardown {
       if (dnsRecordIds[0]) await this.#save(row.id, lease, { dnsRecordId: dnsRecordIds[0] });
     }
     let gate: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
-    if (!gate.appId && !gate.policyId && this.#provider.access.needsOwnApp(rowAccess(row))) {
+    const access = rowAccess(row);
+    if (this.#provider.access.needsOwnApp(access) && (!gate.appId || (access.mode === 'emails' && !gate.policyId))) {
       // Named after the row: found even when the create died before saving their ids.
-      gate = await this.#provider.access.findIds(row.id, budget);
+      const found = await this.#provider.access.findIds(row.id, budget);
+      gate = { appId: gate.appId ?? found.appId, policyId: gate.policyId ?? found.policyId };
       if (gate.appId || gate.policyId) await this.#save(row.id, lease, { accessAppId: gate.appId ?? null, accessPolicyId: gate.policyId ?? null });
     }
     lease.assertHeld();

@@ -188,6 +188,35 @@ describe('Access with a team rule', () => {
     }
   });
 
+  it('rolls back, by name, an Access application and policy whose create answers were lost and could not be looked up', async () => {
+    // The creates happen but their answers are lost, and the lookups that would adopt them fail:
+    // the create fails without knowing the ids, and its rollback must find them by name.
+    const faults = [
+      team.emulator.injectFault({ endpoint: 'access.app.create', kind: 'lostResponse' }),
+      team.emulator.injectFault({ endpoint: 'access.policy.create', kind: 'lostResponse' }),
+      team.emulator.injectFault({ endpoint: 'access.app.list', kind: 'error5xx', status: 503 }),
+      team.emulator.injectFault({ endpoint: 'access.policy.list', kind: 'error5xx', status: 503 }),
+    ];
+    const owner = user();
+    let rowId: string;
+    try {
+      const res = await create(team, owner, { mode: 'emails', emails: ['a@x.example'] });
+      expect(res.statusCode).toBe(503);
+      const row = await team.app.prisma.tunnel.findFirstOrThrow({ where: { ownerId: owner } });
+      rowId = row.id;
+      expect(ownObjects(team, rowId)).toHaveLength(2);
+    } finally {
+      for (const remove of faults) remove();
+    }
+    // The rollback could not look them up meanwhile: it stays ending, and the reaper finishes it.
+    await makeDue(team, rowId);
+    await team.app.reaper!.sweep();
+    const row = await team.app.prisma.tunnel.findUniqueOrThrow({ where: { id: rowId } });
+    expect(row.status).toBe('ended');
+    expect(ownObjects(team, rowId)).toEqual([]);
+    expect(team.emulator.liveTunnels().some((t) => t.name === `tb-${rowId}`)).toBe(false);
+  });
+
   it('adopts, on retry, an Access application whose create answer was lost', async () => {
     const remove = team.emulator.injectFault({ endpoint: 'access.app.create', kind: 'lostResponse', times: 1 });
     try {
