@@ -22,6 +22,8 @@
  *          --tokens=heartbeat|access   what the heartbeat load authenticates with (default: each
  *                     tunnel's heartbeat token, as an agent sends; access = the owner's token)
  *          --out=PATH  where to write the Markdown report (default bench/results.md)
+ *          --access=team|public|emails   Cloudflare Access (issue 12): the broker gets a team
+ *                     rule, and creates ask for this audience (team: the default, no `access`)
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -131,6 +133,8 @@ interface Args {
   tokens: TokenKind;
   only: Set<string>;
   out: string;
+  /** With a team rule configured, the audience creates ask for; undefined: no ACCESS_ setting at all. */
+  access: 'team' | 'public' | 'emails' | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -138,6 +142,7 @@ function parseArgs(argv: string[]): Args {
   let profile = false;
   let tokens: TokenKind = 'heartbeat';
   let out = path.join(BENCH_DIR, 'results.md');
+  let access: Args['access'];
   for (const arg of argv) {
     if (arg === '--profile') profile = true;
     else if (arg === '--quick') continue;
@@ -146,9 +151,10 @@ function parseArgs(argv: string[]): Args {
       for (const s of arg.slice('--only='.length).split(',')) only.add(s.trim());
     } else if (arg.startsWith('--out=')) out = path.resolve(arg.slice('--out='.length));
     else if (arg === '--tokens=access' || arg === '--tokens=heartbeat') tokens = arg.slice('--tokens='.length) as TokenKind;
-    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper,inspector, --tokens=heartbeat|access, --out=PATH)`);
+    else if (arg === '--access=team' || arg === '--access=public' || arg === '--access=emails') access = arg.slice('--access='.length) as Args['access'];
+    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper,inspector, --tokens=heartbeat|access, --out=PATH, --access=team|public|emails)`);
   }
-  return { profile, tokens, only, out };
+  return { profile, tokens, only, out, access };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,12 +378,13 @@ async function setUpApi(ctx: Ctx): Promise<ApiSetup> {
       // For section 2: many creates by many users, never limited.
       MAX_TUNNELS_PER_USER: '1000',
       CREATE_RATE_LIMIT_PER_MINUTE: '100000',
+      ...(ctx.args.access ? { ACCESS_TEAM_EMAIL_DOMAINS: 'team.example' } : {}),
     },
   }));
   await sleep(500);
   // Steady state: a running broker has made upstream calls, and the first one switches on
   // whatever stays on afterwards (lazy modules, the SDK client, any async context tracking).
-  const first = await postCreate(broker, signAccessToken(ctx.run.secret, 'bench-first-create', 3600));
+  const first = await postCreate(broker, signAccessToken(ctx.run.secret, 'bench-first-create', 3600), ctx.args.access);
   if (first.status !== 201) throw new Error(`the first create answered ${first.status}: ${await first.text()}`);
   return { broker, databaseUrl: db.url, tunnels, prefix, idleRss: broker.rss() };
 }
@@ -522,11 +529,12 @@ async function probeHops(databaseUrl: string, emulator: CloudflareEmulator): Pro
 }
 
 /** POST /v1/tunnels {port: 3000} with this bearer token. */
-function postCreate(broker: ServerProcess, token: string): Promise<Response> {
+function postCreate(broker: ServerProcess, token: string, access?: Args['access']): Promise<Response> {
+  const audience = access === 'public' ? { mode: 'public' } : access === 'emails' ? { mode: 'emails', emails: ['guest@partner.example'] } : undefined;
   return fetch(`${broker.baseUrl}/v1/tunnels`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ port: 3000 }),
+    body: JSON.stringify({ port: 3000, ...(audience ? { access: audience } : {}) }),
     signal: AbortSignal.timeout(30_000),
   });
 }
@@ -540,7 +548,7 @@ async function createSection(ctx: Ctx, broker: ServerProcess, databaseUrl: strin
     // Signed before the clock starts: the latency is the broker's, not the client's.
     const token = signAccessToken(run.secret, `bench-create-${n++}`, 3600);
     const started = performance.now();
-    const res = await postCreate(broker, token);
+    const res = await postCreate(broker, token, ctx.args.access);
     await res.arrayBuffer();
     const ms = performance.now() - started;
     if (res.status !== 201) {

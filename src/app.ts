@@ -113,7 +113,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   const metrics = new BrokerMetrics({ cloudflareBudgetRequests: config.cloudflare.budget.requests });
   await app.register(prismaPlugin, { databaseUrl: config.databaseUrl, pool: config.databasePool });
   await app.register(redisPlugin, config.redis);
-  await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics });
+  await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics, access: { config: config.access, tunnelDomain: config.tunnels.domain } });
   await app.register(authPlugin, {
     jwt: config.jwt,
     ...(options.jwks ? { jwks: options.jwks } : {}),

@@ -9,7 +9,7 @@ import { IdentityProviderUnavailableError, InvalidTokenError } from './token-err
 
 /** Who a request is: a user (any route), or a heartbeat grant (one tunnel's heartbeat only). */
 export type Principal =
-  | { kind: 'user'; userId: string }
+  | { kind: 'user'; userId: string; /** The token's `email` claim, when it has one (Access allow-lists include the owner). */ email?: string }
   | ({ kind: 'heartbeat' } & HeartbeatGrant);
 
 /** Tuning of the JWKS key store; the URL comes from the config. */
@@ -108,11 +108,11 @@ export class TokenVerifier {
       const claims = this.#run(this.#access, token);
       // Belt and braces: only the heartbeat key signs this scope.
       if (claims.scope === HEARTBEAT_SCOPE) throw new InvalidTokenError();
-      return { kind: 'user', userId: usableUserId(claims.sub, 'sub') };
+      return { kind: 'user', userId: usableUserId(claims.sub, 'sub'), ...emailClaim(claims) };
     }
     if (isProviderAlgorithm(header.alg) && this.#provider && this.#providerAlgorithms.includes(header.alg)) {
       const claims = await this.#runProvider(token);
-      return { kind: 'user', userId: usableUserId(claims[this.#userClaim], this.#userClaim) };
+      return { kind: 'user', userId: usableUserId(claims[this.#userClaim], this.#userClaim), ...emailClaim(claims) };
     }
     throw new InvalidTokenError('Unsupported token algorithm.');
   }
@@ -135,6 +135,11 @@ export class TokenVerifier {
       throw new InvalidTokenError(undefined, { cause });
     }
   }
+}
+
+function emailClaim(claims: Record<string, unknown>): { email?: string } {
+  const email = claims.email;
+  return typeof email === 'string' && email.length > 0 && email.length <= 254 ? { email } : {};
 }
 
 function usableUserId(id: unknown, claim: string): string {

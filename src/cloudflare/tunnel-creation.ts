@@ -74,7 +74,7 @@ export class TunnelCreation {
   async createTunnel(rowId: string): Promise<ProvisionedTunnel> {
     const budget = this.#calls.budgetOptions('fail');
     const name = tunnelName(this.#config, rowId);
-    const created = await this.#createWithRetries('tunnel.create', async (): Promise<{ id: string; token?: string }> => {
+    const created = await this.createWithRetries('tunnel.create', async (): Promise<{ id: string; token?: string }> => {
       try {
         const tunnel = await this.#calls.call('tunnel.create', () =>
           this.#calls.client.zeroTrust.tunnels.cloudflared.create(
@@ -134,7 +134,7 @@ export class TunnelCreation {
    */
   createDnsRecord(hostname: string, cfTunnelId: string, rowId: string): Promise<string> {
     const budget = this.#calls.budgetOptions('fail');
-    return this.#createWithRetries('dns.create', async () => {
+    return this.createWithRetries('dns.create', async () => {
       try {
         const record = await this.#calls.call('dns.create', () =>
           this.#calls.client.dns.records.create(
@@ -171,9 +171,10 @@ export class TunnelCreation {
    * Our own retries of a create whose `attempt` adopts on conflict, so repeating it is safe.
    * Retries transient failures only, at most CLOUDFLARE_MAX_RETRIES times; a spent budget
    * or a Retry-After beyond MAX_CREATE_RETRY_AFTER_MS fails at once. The final error carries
-   * `nothingCreated` when no attempt can have made anything.
+   * `nothingCreated` when no attempt can have made anything. Shared with the Access
+   * gates (AccessGates), whose creates adopt by name the same way.
    */
-  async #createWithRetries<T>(operation: string, attempt: () => Promise<T>): Promise<T> {
+  async createWithRetries<T>(operation: string, attempt: () => Promise<T>): Promise<T> {
     const maxRetries = this.#config.maxRetries;
     let mayHaveCreated = false;
     for (let retry = 0; retry <= maxRetries; retry++) {

@@ -1,5 +1,6 @@
 import type Cloudflare from 'cloudflare';
-import type { CloudflareConfig } from '../config/env.js';
+import type { AccessConfig, CloudflareConfig } from '../config/env.js';
+import { AccessGates } from './access-gates.js';
 import type { Logger } from '../logging/logger.js';
 import type { BudgetGate } from './budget-gate.js';
 import { TunnelCreation } from './tunnel-creation.js';
@@ -11,6 +12,10 @@ import { UpstreamCalls, type RequestOptions, type UpstreamCallObserver } from '.
 export type { ProvisionedTunnel } from './tunnel-creation.js';
 export type { ListedDnsRecord, ListedTunnel } from './tunnel-listings.js';
 export type { UpstreamCallObserver } from './upstream-calls.js';
+export type { GateIds, TunnelAccess } from './access-gates.js';
+
+/** No team rule, public by default: no Access object is ever made (the broker before Access). */
+const NO_ACCESS: AccessConfig = { teamEmailDomains: [], teamEmails: [], defaultMode: 'public', allowPublic: true, sessionDuration: '24h' };
 
 /**
  * The broker's upstream operations on Cloudflare Tunnels and DNS for one account, by job:
@@ -27,17 +32,20 @@ export class TunnelProvider {
   readonly lookups: TunnelLookups;
   readonly removal: TunnelRemoval;
   readonly listings: TunnelListings;
+  /** Cloudflare Access in front of tunnel hostnames. */
+  readonly access: AccessGates;
   readonly #calls: UpstreamCalls;
   readonly #config: CloudflareConfig;
 
   /** `budget` must be the gate the client was built with; without one no policy applies. */
-  constructor(client: Cloudflare, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver } = {}) {
+  constructor(client: Cloudflare, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver; access?: { config: AccessConfig; tunnelDomain: string } } = {}) {
     this.#config = config;
     this.#calls = new UpstreamCalls(client, logger, options);
     this.lookups = new TunnelLookups(this.#calls, config);
     this.creation = new TunnelCreation(this.#calls, this.lookups, config);
     this.removal = new TunnelRemoval(this.#calls, config);
     this.listings = new TunnelListings(this.#calls, config);
+    this.access = new AccessGates(this.#calls, this.creation, config, options.access?.config ?? NO_ACCESS, options.access?.tunnelDomain ?? 'invalid');
   }
 
   tunnelName(rowId: string): string {

@@ -116,6 +116,16 @@ export const EnvSchema = Type.Object({
     { default: 'info' },
   ),
   LOG_PRETTY: Type.Optional(Type.Boolean()),
+  /** Cloudflare Access: comma-separated email domains that make up "the team". */
+  ACCESS_TEAM_EMAIL_DOMAINS: Type.Optional(Type.String()),
+  /** Cloudflare Access: comma-separated addresses added to the team. */
+  ACCESS_TEAM_EMAILS: Type.Optional(Type.String()),
+  /** Who may open a tunnel created without `access`: `team` by default when a team rule is set, else `public`. */
+  ACCESS_DEFAULT_MODE: Type.Optional(Type.Union([Type.Literal('team'), Type.Literal('public')])),
+  /** Whether users may ask for `public` tunnels. */
+  ACCESS_ALLOW_PUBLIC: Type.Boolean({ default: true }),
+  /** How long an Access login lasts (Cloudflare's session_duration: 30m, 6h, 24h, …). */
+  ACCESS_SESSION_DURATION: Type.String({ default: '24h', pattern: '^[0-9]+(\\.[0-9]+)?(s|m|h)$' }),
 });
 
 export type Env = Static<typeof EnvSchema>;
@@ -174,6 +184,7 @@ export interface Config {
     reservedSlugs: ReadonlySet<string>;
   };
   reaper: { intervalSeconds: number };
+  access: AccessConfig;
   reconcile: { intervalSeconds: number; graceSeconds: number };
   idempotency: { ttlSeconds: number };
   log: { level: Env['LOG_LEVEL']; pretty: boolean | undefined };
@@ -210,6 +221,33 @@ export interface DatabasePoolConfig {
 /** Where migrations run: a direct connection when DATABASE_URL goes through a transaction-mode pooler. */
 export function migrationDatabaseUrl(config: Pick<Config, 'databaseUrl' | 'directDatabaseUrl'>): string {
   return config.directDatabaseUrl ?? config.databaseUrl;
+}
+
+/** Cloudflare Access in front of tunnel URLs (see docs/access.md). */
+export interface AccessConfig {
+  /** The team rule: email domains and addresses; both empty means no team rule (no gate unless asked for `emails`). */
+  teamEmailDomains: string[];
+  teamEmails: string[];
+  defaultMode: 'team' | 'public';
+  allowPublic: boolean;
+  sessionDuration: string;
+}
+
+/** Whether a team rule is configured: then the broker keeps a wildcard team gate over TUNNEL_DOMAIN. */
+export function hasTeamRule(access: Pick<AccessConfig, 'teamEmailDomains' | 'teamEmails'>): boolean {
+  return access.teamEmailDomains.length > 0 || access.teamEmails.length > 0;
+}
+
+const EMAIL_RE = /^[^\s@,]+@[^\s@,]+\.[^\s@,]+$/;
+const EMAIL_DOMAIN_RE = /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** A plausible email address (what Access's `email` rule takes); lower-cased by the caller. */
+export function isEmailAddress(value: string): boolean {
+  return value.length <= 254 && EMAIL_RE.test(value);
+}
+
+function commaList(value: string | undefined): string[] {
+  return value === undefined ? [] : [...new Set(value.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean))];
 }
 
 export class ConfigError extends Error {
@@ -294,6 +332,14 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
       }
     }
   }
+  const teamEmailDomains = commaList(env.ACCESS_TEAM_EMAIL_DOMAINS).map((d) => d.replace(/^@/, ''));
+  const teamEmails = commaList(env.ACCESS_TEAM_EMAILS);
+  for (const d of teamEmailDomains) if (!EMAIL_DOMAIN_RE.test(d)) problems.push(`ACCESS_TEAM_EMAIL_DOMAINS: ${JSON.stringify(d)} is not a domain`);
+  for (const e of teamEmails) if (!isEmailAddress(e)) problems.push(`ACCESS_TEAM_EMAILS: ${JSON.stringify(e)} is not an email address`);
+  const teamRule = teamEmailDomains.length > 0 || teamEmails.length > 0;
+  const defaultMode = env.ACCESS_DEFAULT_MODE ?? (teamRule ? 'team' : 'public');
+  if (defaultMode === 'team' && !teamRule) problems.push('ACCESS_DEFAULT_MODE: team needs a team rule (ACCESS_TEAM_EMAIL_DOMAINS or ACCESS_TEAM_EMAILS)');
+  if (defaultMode === 'public' && !env.ACCESS_ALLOW_PUBLIC) problems.push('ACCESS_DEFAULT_MODE: public while ACCESS_ALLOW_PUBLIC=false; set a team rule, or allow public tunnels');
   if (problems.length > 0) throw new ConfigError(problems);
 
   const reserved = env.RESERVED_SLUGS === undefined
@@ -344,6 +390,7 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
       reservedSlugs: new Set(reserved),
     },
     reaper: { intervalSeconds: env.REAPER_INTERVAL_SECONDS },
+    access: { teamEmailDomains, teamEmails, defaultMode, allowPublic: env.ACCESS_ALLOW_PUBLIC, sessionDuration: env.ACCESS_SESSION_DURATION },
     reconcile: { intervalSeconds: env.RECONCILE_INTERVAL_SECONDS, graceSeconds: env.RECONCILE_GRACE_SECONDS },
     idempotency: { ttlSeconds: env.IDEMPOTENCY_TTL_SECONDS },
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },

@@ -7,6 +7,7 @@ export const ERROR_CATALOGUE = {
   INVALID_PORT: { status: 400, message: 'port must be an integer between 1 and 65535.' },
   UNAUTHORIZED: { status: 401, message: 'A valid bearer token is required.' },
   FORBIDDEN: { status: 403, message: 'This token does not allow that request.' },
+  ACCESS_PUBLIC_FORBIDDEN: { status: 403, message: 'Public tunnels are not allowed here; choose the team or a list of emails.' },
   TUNNEL_NOT_FOUND: { status: 404, message: 'Tunnel not found.' },
   NOT_FOUND: { status: 404, message: 'Route not found.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed.' },
@@ -37,6 +38,10 @@ export const UPSTREAM_FAILURE_MESSAGES = {
   create: {
     UPSTREAM_ERROR: 'The tunnel provider failed; nothing was created.',
     UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; nothing was created. Retry later.',
+  },
+  access: {
+    UPSTREAM_ERROR: 'The tunnel provider failed; the tunnel may still have its previous audience. Retry the change.',
+    UPSTREAM_UNAVAILABLE: 'The tunnel provider is unavailable; the tunnel may still have its previous audience. Retry the change later.',
   },
   delete: {
     UPSTREAM_ERROR: 'The tunnel provider failed; the tunnel is being ended and its removal will be retried.',

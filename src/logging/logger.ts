@@ -45,6 +45,7 @@ export function createLogger(config: Pick<Config, 'log'>, destination?: Destinat
 /** Stable names for lifecycle events, so operators can alert on them. */
 export const LogEvent = {
   tunnelCreated: 'tunnel.created',
+  tunnelAccessChanged: 'tunnel.access_changed',
   tunnelCreateFailed: 'tunnel.create_failed',
   tunnelDeleted: 'tunnel.deleted',
   tunnelHeartbeatLapsed: 'tunnel.heartbeat_lapsed',

@@ -17,6 +17,13 @@ export const METRIC_PREFIX = 'tunnel_broker_';
 export const LIVE_STATUSES = ['creating', 'active', 'ending'] as const;
 export type LiveStatus = (typeof LIVE_STATUSES)[number];
 
+/** Who may open a tunnel's URL (Cloudflare Access). */
+export const AUDIENCES = ['team', 'public', 'emails'] as const;
+export type Audience = (typeof AUDIENCES)[number];
+
+/** Live tunnels by status, and (when the source counts them) by audience. */
+export type LiveCounts = Partial<Record<LiveStatus, number>> & { audience?: Partial<Record<Audience, number>> };
+
 export const HEARTBEAT_OUTCOMES = ['ok', 'not_found', 'unauthorized', 'forbidden', 'rejected', 'unavailable', 'error'] as const;
 export type HeartbeatOutcome = (typeof HEARTBEAT_OUTCOMES)[number];
 
@@ -27,10 +34,10 @@ export const REAP_OUTCOMES = ['ended', 'retry_scheduled', 'not_found', 'busy', '
 export type ReapOutcome = (typeof REAP_OUTCOMES)[number];
 
 /**
- * `create_rate`, `read_rate`, `delete_rate`: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (RATE_LIMITED);
+ * `create_rate`, `read_rate`, `delete_rate`, `update_rate`: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (a PATCH counts at the DELETE rate) (RATE_LIMITED);
  * `tunnels_per_user`: MAX_TUNNELS_PER_USER (TUNNEL_LIMIT_EXCEEDED).
  */
-export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'tunnels_per_user'] as const;
+export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'update_rate', 'tunnels_per_user'] as const;
 export type RateLimitName = (typeof RATE_LIMITS)[number];
 
 const COLLECT_SOURCES = ['live_tunnels', 'cloudflare_budget'] as const;
@@ -38,8 +45,8 @@ type CollectSource = (typeof COLLECT_SOURCES)[number];
 
 /** What the scrape-time gauges read. Bound once the app's PostgreSQL and Redis exist. */
 export interface MetricsSources {
-  /** Tunnels that are not ended, by status: one GROUP BY query. */
-  liveTunnels(): Promise<Partial<Record<LiveStatus, number>>>;
+  /** Tunnels that are not ended, by status (and audience): one GROUP BY query. */
+  liveTunnels(): Promise<LiveCounts>;
   /** Cloudflare requests the shared budget still allows in the current window. */
   cloudflareBudgetRemaining(): Promise<number>;
 }
@@ -60,8 +67,6 @@ export interface BrokerMetricsOptions {
 export const DEFAULT_LIVE_TUNNELS_CACHE_MS = 5_000;
 export const DEFAULT_COLLECT_TIMEOUT_MS = 2_000;
 
-type LiveCounts = Partial<Record<LiveStatus, number>>;
-
 export class BrokerMetrics {
   readonly registry = new Registry();
   readonly #options: Required<Omit<BrokerMetricsOptions, 'defaultMetrics'>>;
@@ -77,6 +82,7 @@ export class BrokerMetrics {
   readonly #collectFailures: Counter<'source'>;
   readonly #liveTunnels: Gauge<'status'>;
   readonly #budgetRemaining: Gauge;
+  readonly #liveByAudience: Gauge<'audience'>;
 
   constructor(options: BrokerMetricsOptions) {
     this.#options = {
@@ -153,6 +159,13 @@ export class BrokerMetrics {
       registers,
     });
 
+    this.#liveByAudience = new Gauge({
+      name: `${METRIC_PREFIX}live_tunnels_by_audience`,
+      help: 'Tunnels that are not ended, by who may open their URL: team, public or emails (Cloudflare Access); read with live_tunnels.',
+      labelNames: ['audience'],
+      registers,
+    });
+
     this.#budgetRemaining = new Gauge({
       name: `${METRIC_PREFIX}cloudflare_budget_remaining`,
       help: 'Cloudflare requests the shared budget still allows in the current sliding window (NaN if Redis did not answer).',
@@ -184,6 +197,7 @@ export class BrokerMetrics {
       this.#read('cloudflare_budget', (s) => s.cloudflareBudgetRemaining()),
     ]);
     for (const status of LIVE_STATUSES) this.#liveTunnels.set({ status }, counts ? (counts[status] ?? 0) : Number.NaN);
+    for (const audience of AUDIENCES) this.#liveByAudience.set({ audience }, counts?.audience ? (counts.audience[audience] ?? 0) : Number.NaN);
     this.#budgetRemaining.set(remaining ?? Number.NaN);
     return this.registry.metrics();
   }

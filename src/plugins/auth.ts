@@ -21,6 +21,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     userId: string;
+    /** The access token's `email` claim, when it carries one. */
+    userEmail: string | undefined;
     /** Set when the request was made with a heartbeat token (already checked against the route). */
     heartbeatGrant: HeartbeatGrant | null;
   }
@@ -89,6 +91,7 @@ export const authPlugin = fp(
     app.decorate('heartbeatTokens', heartbeatTokens);
     app.decorate('tokenVerifier', verifier);
     app.decorateRequest('userId', '');
+    app.decorateRequest('userEmail', undefined);
     app.decorateRequest('heartbeatGrant', null);
     app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
       const token = BEARER.exec(request.headers.authorization ?? '')?.[1];
@@ -112,6 +115,7 @@ export const authPlugin = fp(
         request.heartbeatGrant = { userId: principal.userId, tunnelId: principal.tunnelId, expiresAtMs: principal.expiresAtMs };
       }
       request.userId = principal.userId;
+      if (principal.kind === 'user' && principal.email !== undefined) request.userEmail = principal.email;
       bindUserToLog(request, principal.userId);
     });
   },

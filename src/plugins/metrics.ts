@@ -6,7 +6,7 @@ import { AppError } from '../errors/catalogue.js';
 import { toAppError } from '../errors/error-handler.js';
 import type { PrismaClient } from '../generated/prisma/client.js';
 import { errorResponses } from '../http/common-schemas.js';
-import { type BrokerMetrics, LIVE_STATUSES, type LiveStatus } from '../metrics/metrics.js';
+import { type Audience, type BrokerMetrics, LIVE_STATUSES, type LiveCounts, type LiveStatus } from '../metrics/metrics.js';
 import { REPLAYED_HEADER } from '../tunnels/idempotency.js';
 
 declare module 'fastify' {
@@ -26,10 +26,15 @@ export interface MetricsPluginOptions {
 }
 
 /** One GROUP BY over the rows that are not ended (the (status, updated_at) index covers it). */
-export async function countLiveTunnels(prisma: PrismaClient): Promise<Partial<Record<LiveStatus, number>>> {
-  const groups = await prisma.tunnel.groupBy({ by: ['status'], where: { status: { in: [...LIVE_STATUSES] } }, _count: { _all: true } });
-  const counts: Partial<Record<LiveStatus, number>> = {};
-  for (const group of groups) counts[group.status as LiveStatus] = group._count._all;
+export async function countLiveTunnels(prisma: PrismaClient): Promise<LiveCounts> {
+  const groups = await prisma.tunnel.groupBy({ by: ['status', 'accessMode'], where: { status: { in: [...LIVE_STATUSES] } }, _count: { _all: true } });
+  const audience: Partial<Record<Audience, number>> = {};
+  const counts: LiveCounts = { audience };
+  for (const group of groups) {
+    const status = group.status as LiveStatus;
+    counts[status] = (counts[status] ?? 0) + group._count._all;
+    audience[group.accessMode] = (audience[group.accessMode] ?? 0) + group._count._all;
+  }
   return counts;
 }
 

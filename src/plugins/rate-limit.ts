@@ -3,8 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { AppError } from '../errors/catalogue.js';
 
-/** What a per-user limit counts: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE. */
-export type RateLimitKind = 'create' | 'read' | 'delete';
+/** What a per-user limit counts: CREATE_, READ_ and DELETE_RATE_LIMIT_PER_MINUTE (`update`, a PATCH, counts at the DELETE rate). */
+export type RateLimitKind = 'create' | 'read' | 'delete' | 'update';
 
 /** A route's `config.rateLimit`: so many requests per user per minute, named for metrics. */
 export interface PerUserRateLimit extends RateLimitOptions {

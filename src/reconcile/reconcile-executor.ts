@@ -53,7 +53,23 @@ export class ReconcileExecutor {
     };
     // Records first: once its tunnel is gone, a record's ownership may no longer be provable upstream.
     await this.#run(take(plan.records), report, mode);
-    const removedIds = new Set(report.removed.map((r) => r.id));
+    let removedIds = new Set(report.removed.map((r) => r.id));
+    // Access applications after the records of their hostname (never a resolving hostname
+    // without its gate), their policies after them (a policy in use cannot be deleted).
+    const apps = plan.accessApps.filter((c) => {
+      const hostname = c.ref.resource === 'access_app' ? c.ref.hostname : null;
+      const remaining = [...(hostname ? plan.recordsByHostname.get(hostname) ?? [] : [])].filter((id) => !removedIds.has(id));
+      if (remaining.length > 0) report.skipped.push({ ...c.entry, reason: 'dns_record_remains' });
+      return remaining.length === 0;
+    });
+    await this.#run(take(apps), report, mode);
+    removedIds = new Set(report.removed.map((r) => r.id));
+    const keptAppRows = new Set(plan.accessApps.filter((c) => !removedIds.has(c.entry.id)).map((c) => c.entry.rowId));
+    const policies = plan.accessPolicies.filter((c) => {
+      if (keptAppRows.has(c.entry.rowId)) report.skipped.push({ ...c.entry, reason: 'access_app_remains' });
+      return !keptAppRows.has(c.entry.rowId);
+    });
+    await this.#run(take(policies), report, mode);
     const tunnels = plan.tunnels.filter((c) => {
       const cfTunnelId = c.entry.id.toLowerCase();
       const remaining = [...(plan.recordsByTarget.get(cfTunnelId) ?? [])].filter((id) => !removedIds.has(id));
@@ -91,6 +107,8 @@ export class ReconcileExecutor {
       try {
         const budget = this.#provider.housekeepingBudget();
         if (c.ref.resource === 'tunnel') await this.#provider.removal.removeTunnel(c.entry.id, budget);
+        else if (c.ref.resource === 'access_app') await this.#provider.access.deleteApp(c.entry.id, budget);
+        else if (c.ref.resource === 'access_policy') await this.#provider.access.deletePolicy(c.entry.id, budget);
         else await this.#provider.removal.deleteDnsRecord(c.entry.id, budget);
       } catch (error) {
         this.#fail(report, c, error, 'removing an upstream orphan failed');

@@ -1,4 +1,5 @@
 import { DNS_RECORD_MARK } from '../cloudflare/tunnel-lookups.js';
+import type { ListedAccess } from '../cloudflare/access-gates.js';
 import type { ListedDnsRecord, ListedTunnel } from '../cloudflare/tunnel-provider.js';
 import type { TunnelStatus } from '../generated/prisma/client.js';
 import { isLowerCaseUuid, UUID_PATTERN } from '../util/uuid.js';
@@ -29,6 +30,9 @@ export interface PlannerOptions {
 export interface UpstreamListing {
   tunnels: readonly ListedTunnel[];
   records: readonly ListedDnsRecord[];
+  /** Access applications and reusable policies named with the prefix (absent: not listed). */
+  accessApps?: readonly ListedAccess[];
+  accessPolicies?: readonly ListedAccess[];
 }
 
 /** A row, reduced to what tells whether it references an upstream resource. */
@@ -54,6 +58,9 @@ export interface RowKeys {
 /** What ties an upstream resource to rows; the re-check before a delete reads rows by it. */
 export type OwnershipRef =
   | { resource: 'tunnel'; cfTunnelId: string; rowId: string }
+  /** An Access application or reusable policy named `<prefix><row id>`: only that row's. */
+  | { resource: 'access_app'; id: string; rowId: string; hostname: string | null }
+  | { resource: 'access_policy'; id: string; rowId: string; hostname: string | null }
   | {
       resource: 'dns_record';
       recordId: string;
@@ -79,6 +86,10 @@ export interface Plan {
   skipped: SkippedEntry[];
   records: Candidate[];
   tunnels: Candidate[];
+  accessApps: Candidate[];
+  accessPolicies: Candidate[];
+  /** Hostname -> ids of the listed tunnel CNAMEs of ours with that name (an application goes after them). */
+  recordsByHostname: Map<string, Set<string>>;
   /** Upstream tunnel id -> ids of the listed tunnel CNAMEs of ours pointing at it. */
   recordsByTarget: Map<string, Set<string>>;
 }
@@ -98,8 +109,9 @@ interface SortedListing {
 export function rowKeysFor(listing: UpstreamListing, options: PlannerOptions): RowKeys {
   const { ownedTunnels, tunnelRecords } = sortListing(listing, options);
   const markRowIds = tunnelRecords.flatMap((r) => (r.ref.markRowId ? [r.ref.markRowId] : []));
+  const accessRowIds = [...ownedAccess(listing.accessApps, 'access_app', options), ...ownedAccess(listing.accessPolicies, 'access_policy', options)].map((a) => a.ref.rowId);
   return {
-    ids: [...new Set([...ownedTunnels.map((t) => t.ref.rowId), ...markRowIds])],
+    ids: [...new Set([...ownedTunnels.map((t) => t.ref.rowId), ...markRowIds, ...accessRowIds])],
     cfTunnelIds: [...new Set([...ownedTunnels.map((t) => t.ref.cfTunnelId), ...tunnelRecords.map((r) => r.ref.target)])],
     dnsRecordIds: tunnelRecords.map((r) => r.record.id),
     liveHostnames: [...new Set(tunnelRecords.map((r) => r.ref.hostname))],
@@ -112,7 +124,7 @@ export function rowKeysFor(listing: UpstreamListing, options: PlannerOptions): R
  */
 export function planRemovals(listing: UpstreamListing, rows: readonly RowRef[], now: number, options: PlannerOptions): Plan {
   const { skipped, ownedTunnels, tunnelRecords } = sortListing(listing, options);
-  const plan: Plan = { skipped, records: [], tunnels: [], recordsByTarget: new Map() };
+  const plan: Plan = { skipped, records: [], tunnels: [], accessApps: [], accessPolicies: [], recordsByTarget: new Map(), recordsByHostname: new Map() };
   const ourTunnelIds = new Set(ownedTunnels.map((t) => t.ref.cfTunnelId));
   const knownCfTunnelIds = new Set(rows.flatMap((r) => (r.cfTunnelId ? [r.cfTunnelId.toLowerCase()] : [])));
 
@@ -126,6 +138,9 @@ export function planRemovals(listing: UpstreamListing, rows: readonly RowRef[], 
     let pointing = plan.recordsByTarget.get(ref.target);
     if (!pointing) plan.recordsByTarget.set(ref.target, (pointing = new Set()));
     pointing.add(record.id);
+    let named = plan.recordsByHostname.get(ref.hostname);
+    if (!named) plan.recordsByHostname.set(ref.hostname, (named = new Set()));
+    named.add(record.id);
     const skip = skipReason(referencing, record.createdOn, now, options.graceMs);
     if (skip) skipped.push({ ...entry, reason: skip });
     else plan.records.push({ entry, reason: referencing.length > 0 ? 'row_ended' : 'no_row', ref });
@@ -137,12 +152,36 @@ export function planRemovals(listing: UpstreamListing, rows: readonly RowRef[], 
     if (skip) skipped.push({ ...entry, reason: skip });
     else plan.tunnels.push({ entry, reason: referencing.length > 0 ? 'row_ended' : 'no_row', ref });
   }
+  for (const [listed, resource, into] of [[listing.accessApps, 'access_app', plan.accessApps], [listing.accessPolicies, 'access_policy', plan.accessPolicies]] as const) {
+    for (const { object, ref } of ownedAccess(listed, resource, options)) {
+      const referencing = referencingRows(ref, rows);
+      const entry: ReconcileEntry = { resource, id: object.id, name: object.name, ...(object.domain ? { target: object.domain } : {}), createdAt: object.createdAt, rowId: ref.rowId };
+      const skip = skipReason(referencing, object.createdAt, now, options.graceMs);
+      if (skip) skipped.push({ ...entry, reason: skip });
+      else into.push({ entry, reason: referencing.length > 0 ? 'row_ended' : 'no_row', ref });
+    }
+  }
   return plan;
+}
+
+/**
+ * The Access objects that are the broker's: named `<prefix><row id>`, as AccessGates names a
+ * tunnel's own. The shared ones (`<prefix>team`, `<prefix>public`) and anything else are
+ * never candidates.
+ */
+function ownedAccess(listed: readonly ListedAccess[] | undefined, resource: 'access_app' | 'access_policy', options: PlannerOptions) {
+  const owned: Array<{ object: ListedAccess; ref: Extract<OwnershipRef, { resource: 'access_app' | 'access_policy' }> }> = [];
+  for (const object of listed ?? []) {
+    const rowId = rowIdFromName(object.name, options.tunnelNamePrefix);
+    if (rowId !== null) owned.push({ object, ref: { resource, id: object.id, rowId, hostname: object.domain?.toLowerCase() ?? null } as Extract<OwnershipRef, { resource: 'access_app' | 'access_policy' }> });
+  }
+  return owned;
 }
 
 /** The rows among `rows` that reference the resource. */
 export function referencingRows(ref: OwnershipRef, rows: readonly RowRef[]): RowRef[] {
   if (ref.resource === 'tunnel') return rows.filter((r) => r.id === ref.rowId || r.cfTunnelId?.toLowerCase() === ref.cfTunnelId);
+  if (ref.resource === 'access_app' || ref.resource === 'access_policy') return rows.filter((r) => r.id === ref.rowId);
   return rows.filter((r) => r.id === ref.markRowId || referencesRecord(r, ref));
 }
 

@@ -1,6 +1,6 @@
 /** What a reconcile pass reports: what it removed, kept and failed to remove, and why. */
 
-export type ReconcileResource = 'tunnel' | 'dns_record';
+export type ReconcileResource = 'tunnel' | 'dns_record' | 'access_app' | 'access_policy';
 
 /** Why something is (or, in a dry run, would be) removed. */
 export type RemovalReason =
@@ -29,8 +29,10 @@ export type SkipReason =
   | 'not_a_tunnel_target'
   /** A DNS record pointing at a tunnel that is not the broker's, and not carrying the broker's mark. */
   | 'foreign_tunnel'
-  /** A tunnel that a DNS record still points at: it goes after the record, in a later pass if need be. */
+  /** A tunnel that a DNS record still points at, or an Access application whose hostname still has a record: it goes after the record, in a later pass if need be. */
   | 'dns_record_remains'
+  /** A reusable policy still attached to an application of ours: it goes after the application. */
+  | 'access_app_remains'
   /** An orphan beyond this pass's deletion limit: the next pass takes it. */
   | 'pass_limit'
   /** An orphan not reached because the pass stopped early (see `interruptedBy`). */
@@ -78,7 +80,7 @@ export interface ReconcileReport {
   durationMs: number;
   graceSeconds: number;
   /** What the upstream lists returned (tunnels under the prefix; tunnel CNAMEs under the domain). */
-  listed: { tunnels: number; dnsRecords: number };
+  listed: { tunnels: number; dnsRecords: number; accessApps?: number; accessPolicies?: number };
   /** Removed upstream; in a dry run, what a real pass would remove now. */
   removed: RemovedEntry[];
   skipped: SkippedEntry[];

@@ -32,6 +32,7 @@ export class ReconcileRows {
   /** A fresh read of the rows that may reference one resource: the re-check just before its delete. */
   forRef(ref: OwnershipRef): Promise<RowRef[]> {
     const byId = (id: string | null) => (id ? [{ id }] : []);
+    if (ref.resource === 'access_app' || ref.resource === 'access_policy') return this.#prisma.tunnel.findMany({ where: { id: ref.rowId }, select: ROW_REF_SELECT });
     const where: Prisma.TunnelWhereInput = ref.resource === 'tunnel'
       ? { OR: [{ id: ref.rowId }, { cfTunnelId: ref.cfTunnelId }] }
       : {

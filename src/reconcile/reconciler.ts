@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import type { PrismaClient } from '../generated/prisma/client.js';
+import { isUpstreamError } from '../cloudflare/upstream-error.js';
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { ReconcileExecutor } from './reconcile-executor.js';
@@ -161,12 +162,26 @@ export class Reconciler {
     }
     try {
       // Upstream first, the database second: see the class contract.
-      const [tunnels, records] = await Promise.all([
+      const [tunnels, records, access] = await Promise.all([
         this.#provider.listings.listTunnelsUnderPrefix({ perPage: this.#perPage }),
         this.#provider.listings.listTunnelDnsRecords(this.#planner.tunnelDomain, { perPage: this.#perPage }),
+        // A token without Access permissions cannot have made Access objects: the pass goes on without them.
+        this.#provider.access.listUnderPrefix({ perPage: this.#perPage }).catch((error: unknown) => {
+          if (!isUpstreamError(error) || error.kind !== 'unauthorized') throw error;
+          this.#log.debug({ event: LogEvent.reconcilePass }, 'the token cannot list Access applications; skipping them');
+          return undefined;
+        }),
       ]);
-      report.listed = { tunnels: tunnels.length, dnsRecords: records.length };
-      const listing = { tunnels, records };
+      report.listed = { tunnels: tunnels.length, dnsRecords: records.length, ...(access ? { accessApps: access.apps.length, accessPolicies: access.policies.length } : {}) };
+      const listing = { tunnels, records, ...(access ? { accessApps: access.apps, accessPolicies: access.policies } : {}) };
+      if (access && !dryRun) {
+        // The team gate is made once per process; if it vanished upstream, it is made again here.
+        const restored = await this.#provider.access.restoreTeamGate(access.apps).catch((error: unknown) => {
+          this.#log.warn({ err: error, event: LogEvent.reconcilePass }, 'the Access team gate is missing and could not be made again');
+          return false;
+        });
+        if (restored) this.#log.warn({ event: LogEvent.reconcilePass }, 'the Access team gate was missing upstream; made it again');
+      }
       const rows = await this.#rows.load(rowKeysFor(listing, this.#planner));
       const plan = planRemovals(listing, rows, Date.now(), this.#planner);
       report.skipped.push(...plan.skipped);

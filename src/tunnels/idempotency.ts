@@ -127,7 +127,10 @@ export function idempotencyRedisKey(scope: IdempotencyScope): string {
  * not part of it, so they do not make a retry "a different request".
  */
 export function canonicalCreateRequest(input: CreateTunnelInput): string {
-  return JSON.stringify(['create-tunnel', String(input.port), input.requestedSlug?.toLowerCase() ?? null]);
+  const base = ['create-tunnel', String(input.port), input.requestedSlug?.toLowerCase() ?? null];
+  // Without `access`, exactly the canonical form from before Access, so stored keys still match.
+  if (input.access === undefined) return JSON.stringify(base);
+  return JSON.stringify([...base, input.access.mode, [...(input.access.emails ?? [])].map((e) => e.trim().toLowerCase()).sort()]);
 }
 
 /**

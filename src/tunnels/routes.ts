@@ -7,7 +7,8 @@ import type { Tunnel } from '../generated/prisma/client.js';
 import { isUuid } from '../util/uuid.js';
 import { canonicalCreateRequest, type IdempotencyStore, REPLAYED_HEADER, runIdempotent, type StoredResponse } from './idempotency.js';
 import { toEventView } from './tunnel-events.js';
-import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema } from './schemas.js';
+import { createTunnelSchema, deleteTunnelSchema, getTunnelSchema, heartbeatSchema, listTunnelsSchema, updateTunnelSchema } from './schemas.js';
+import { accessView } from './tunnel-access.js';
 import type { TunnelRefResolver } from './tunnel-ref-resolver.js';
 import type { CreatedTunnel, TunnelService } from './tunnel-service.js';
 
@@ -37,6 +38,7 @@ function summary(tunnel: Tunnel, expiresAt: Date | null) {
     status: tunnel.status as 'creating' | 'active' | 'ending',
     createdAt: tunnel.createdAt.toISOString(),
     expiresAt: expiresAt?.toISOString() ?? null,
+    access: accessView(tunnel),
   };
 }
 
@@ -53,6 +55,7 @@ function createdBody(created: CreatedTunnel, heartbeatIntervalSec: number, heart
     heartbeatIntervalSec,
     expiresAt: created.expiresAt.toISOString(),
     createdAt: tunnel.createdAt.toISOString(),
+    access: accessView(tunnel),
   };
 }
 
@@ -69,7 +72,7 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
     schema: createTunnelSchema,
     config: { rateLimit: perUserRateLimit('create', options.rateLimits.createPerMinute), metric: 'tunnel_create' },
   }, async (request, reply) => {
-    const create = async () => createdBody(await service.create(request.userId, request.body, request.log), options.heartbeatIntervalSeconds, options.heartbeatTokens);
+    const create = async () => createdBody(await service.create(request.userId, request.body, request.log, { ownerEmail: request.userEmail }), options.heartbeatIntervalSeconds, options.heartbeatTokens);
     const key = request.headers['idempotency-key'];
     if (key === undefined) return reply.code(201).send(await create());
     const response = await runIdempotent(
@@ -109,6 +112,13 @@ export async function tunnelRoutes(app: FastifyInstance, options: TunnelRoutesOp
       return { ok: true as const, expiresAt: expiresAt.toISOString(), heartbeatToken: options.heartbeatTokens.sign(request.userId, tunnelId) };
     }
     return { ok: true as const, expiresAt: expiresAt.toISOString() };
+  });
+
+  // Changes who may open the URL; a change is as rare as a delete, and counts at that rate.
+  api.patch('/:tunnelId', { schema: updateTunnelSchema, config: { rateLimit: perUserRateLimit('update', options.rateLimits.deletePerMinute) } }, async (request) => {
+    const id = await options.tunnelRefs.resolve(request.userId, request.params.tunnelId);
+    const view = await service.changeAccess(request.userId, id, request.body.access, request.log.child({ tunnelId: id }), { ownerEmail: request.userEmail });
+    return summary(view.tunnel, view.expiresAt);
   });
 
   api.delete('/:tunnelId', { schema: deleteTunnelSchema, config: { rateLimit: perUserRateLimit('delete', options.rateLimits.deletePerMinute) } }, async (request, reply) => {

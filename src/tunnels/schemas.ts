@@ -20,6 +20,20 @@ export const TunnelRefParams = Type.Object({
   }),
 });
 
+export const AccessSpec = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('team'), Type.Literal('public'), Type.Literal('emails')], {
+      description: '`team`: only the operator\'s team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.',
+    }),
+    emails: Type.Optional(Type.Array(Type.String({ minLength: 3, maxLength: 254 }), {
+      minItems: 1,
+      maxItems: 20,
+      description: 'With `emails` only: 1-20 addresses. The owner\'s own address is added when the access token carries an `email` claim.',
+    })),
+  },
+  { additionalProperties: false, description: 'Who may open the URL (Cloudflare Access). Without it, the operator\'s default (ACCESS_DEFAULT_MODE).' },
+);
+
 export const CreateTunnelBody = Type.Object(
   {
     port: Type.Number({ description: 'The local port to expose: an integer from 1 to 65535.' }),
@@ -31,6 +45,7 @@ export const CreateTunnelBody = Type.Object(
         description: 'Subdomain to use (lower-cased). Random when omitted.',
       }),
     ),
+    access: Type.Optional(AccessSpec),
   },
   // Unknown fields are ignored (and stripped), so newer clients work with older brokers.
   { additionalProperties: true },
@@ -68,6 +83,8 @@ export const CreatedTunnel = Type.Object({
   heartbeatIntervalSec: Type.Integer(),
   expiresAt: Timestamp,
   createdAt: Timestamp,
+  // Optional only so that an Idempotency-Key replay of a response stored before Access still serializes.
+  access: Type.Optional(AccessSpec),
 });
 
 export const TunnelSummary = Type.Object({
@@ -78,13 +95,14 @@ export const TunnelSummary = Type.Object({
   status: TunnelStatus,
   createdAt: Timestamp,
   expiresAt: Type.Union([Timestamp, Type.Null()]),
+  access: AccessSpec,
 });
 
 export const TunnelList = Type.Object({ tunnels: Type.Array(TunnelSummary) });
 
 export const TunnelEventType = Type.Union([
   Type.Literal('created'), Type.Literal('create_failed'), Type.Literal('heartbeat_lapsed'), Type.Literal('delete_requested'),
-  Type.Literal('ended'), Type.Literal('end_failed'), Type.Literal('orphan_removed'),
+  Type.Literal('ended'), Type.Literal('end_failed'), Type.Literal('orphan_removed'), Type.Literal('access_changed'),
 ]);
 
 export const TunnelEventView = Type.Object({
@@ -120,7 +138,7 @@ export const createTunnelSchema = {
   response: {
     201: CreatedTunnel,
     ...errorResponses([
-      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_SLUG_CONFLICT', 'TUNNEL_DELETED_DURING_CREATE', 'IDEMPOTENCY_KEY_IN_USE', 'PAYLOAD_TOO_LARGE',
+      'INVALID_INPUT', 'INVALID_PORT', 'UNAUTHORIZED', 'FORBIDDEN', 'ACCESS_PUBLIC_FORBIDDEN', 'TUNNEL_SLUG_CONFLICT', 'TUNNEL_DELETED_DURING_CREATE', 'IDEMPOTENCY_KEY_IN_USE', 'PAYLOAD_TOO_LARGE',
       'UNSUPPORTED_MEDIA_TYPE', 'IDEMPOTENCY_KEY_REUSED', 'TUNNEL_LIMIT_EXCEEDED', 'RATE_LIMITED', 'UPSTREAM_ERROR',
       'UPSTREAM_UNAVAILABLE', 'SLUG_EXHAUSTED', 'SERVICE_UNAVAILABLE',
     ]),
@@ -146,6 +164,23 @@ export const heartbeatSchema = {
   summary: 'Keep a tunnel alive',
   params: TunnelIdParams,
   response: { 200: HeartbeatResponse, ...errorResponses(['UNAUTHORIZED', 'FORBIDDEN', 'TUNNEL_NOT_FOUND', 'SERVICE_UNAVAILABLE']) },
+};
+
+export const UpdateTunnelBody = Type.Object({ access: AccessSpec }, { additionalProperties: false });
+
+export const updateTunnelSchema = {
+  operationId: 'updateTunnel',
+  summary: 'Change who may open a live tunnel\'s URL, in place (same hostname)',
+  description: 'Owner only. One change at a time per tunnel: a concurrent one is 503 SERVICE_UNAVAILABLE with Retry-After.',
+  params: TunnelRefParams,
+  body: UpdateTunnelBody,
+  response: {
+    200: TunnelSummary,
+    ...errorResponses([
+      'INVALID_INPUT', 'UNAUTHORIZED', 'FORBIDDEN', 'ACCESS_PUBLIC_FORBIDDEN', 'TUNNEL_NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
+      'RATE_LIMITED', 'UPSTREAM_ERROR', 'UPSTREAM_UNAVAILABLE', 'SERVICE_UNAVAILABLE',
+    ]),
+  },
 };
 
 export const deleteTunnelSchema = {

@@ -1,4 +1,4 @@
-import { Prisma, type PrismaClient, type Tunnel, type TunnelEndReason, type TunnelStatus } from '../generated/prisma/client.js';
+import { Prisma, type PrismaClient, type Tunnel, type TunnelAccessMode, type TunnelEndReason, type TunnelStatus } from '../generated/prisma/client.js';
 import type { TunnelEventInput } from './tunnel-events.js';
 
 /**
@@ -16,7 +16,8 @@ import type { TunnelEventInput } from './tunnel-events.js';
 const TUNNEL_COLUMNS = Prisma.raw(
   'id, owner_id AS "ownerId", slug, hostname, port, status::text AS status, cf_tunnel_id AS "cfTunnelId", ' +
     'dns_record_id AS "dnsRecordId", end_reason::text AS "endReason", created_at AS "createdAt", updated_at AS "updatedAt", ended_at AS "endedAt", ' +
-    'lease_generation AS "leaseGeneration", lease_expires_at AS "leaseExpiresAt", delete_requested_at AS "deleteRequestedAt"',
+    'lease_generation AS "leaseGeneration", lease_expires_at AS "leaseExpiresAt", delete_requested_at AS "deleteRequestedAt", ' +
+    'access_mode::text AS "accessMode", access_emails AS "accessEmails", access_app_id AS "accessAppId", access_policy_id AS "accessPolicyId"',
 );
 
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
@@ -41,6 +42,8 @@ export interface TransitionWhere {
   noDeleteRequested?: boolean;
   /** Only while the lease has not lapsed (database clock). */
   leaseHeld?: boolean;
+  /** Only while nobody holds a lease on it (none, or lapsed): an active tunnel's audience change. */
+  leaseFree?: boolean;
 }
 
 /** The columns a transition sets; `updatedAt` is always set to now. */
@@ -54,6 +57,10 @@ export interface TransitionData {
   newGeneration?: boolean;
   /** The lease from now (database clock), or null to clear it (the row needs no holder). */
   leaseMs?: number | null;
+  /** Who may open the URL (PATCH). */
+  access?: { mode: TunnelAccessMode; emails: string[] };
+  accessAppId?: string | null;
+  accessPolicyId?: string | null;
 }
 
 /** What a takeover by the reaper found. */
@@ -107,11 +114,15 @@ export class TunnelRows {
     if (data.endedAt !== undefined) sets.push(Prisma.sql`ended_at = ${data.endedAt}`);
     if (data.newGeneration) sets.push(Prisma.sql`lease_generation = lease_generation + 1`);
     if (data.leaseMs !== undefined) sets.push(data.leaseMs === null ? Prisma.sql`lease_expires_at = NULL` : Prisma.sql`lease_expires_at = ${leaseFromNow(data.leaseMs)}`);
+    if (data.access !== undefined) sets.push(Prisma.sql`access_mode = ${data.access.mode}::tunnel_access_mode`, Prisma.sql`access_emails = ${data.access.emails}::text[]`);
+    if (data.accessAppId !== undefined) sets.push(Prisma.sql`access_app_id = ${data.accessAppId}`);
+    if (data.accessPolicyId !== undefined) sets.push(Prisma.sql`access_policy_id = ${data.accessPolicyId}`);
     const conditions = [Prisma.sql`id = ${where.id}::uuid`, Prisma.sql`status::text = ANY(${[...where.from]}::text[])`];
     if (where.ownerId !== undefined) conditions.push(Prisma.sql`owner_id = ${where.ownerId}`);
     if (where.generation !== undefined) conditions.push(Prisma.sql`lease_generation = ${where.generation}::int`);
     if (where.noDeleteRequested) conditions.push(Prisma.sql`delete_requested_at IS NULL`);
     if (where.leaseHeld) conditions.push(Prisma.sql`lease_expires_at > clock_timestamp()`);
+    if (where.leaseFree) conditions.push(Prisma.sql`(lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())`);
     if (event === null) {
       const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
         UPDATE tunnels SET ${Prisma.join(sets)} WHERE ${Prisma.join(conditions, ' AND ')} RETURNING ${TUNNEL_COLUMNS}`;
@@ -192,8 +203,15 @@ export class TunnelRows {
    * Saves upstream ids the holder has learned (made, or found by a lookup) before it does
    * anything else with them, so whoever takes over knows exactly what exists. Fenced.
    */
-  async saveUpstreamIds(id: string, generation: number, ids: { cfTunnelId?: string; dnsRecordId?: string }): Promise<boolean> {
+  async saveUpstreamIds(
+    id: string,
+    generation: number,
+    ids: { cfTunnelId?: string; dnsRecordId?: string; accessAppId?: string | null; accessPolicyId?: string | null; access?: { mode: TunnelAccessMode; emails: string[] } },
+  ): Promise<boolean> {
     const sets = [Prisma.sql`updated_at = ${new Date()}`];
+    if (ids.access !== undefined) sets.push(Prisma.sql`access_mode = ${ids.access.mode}::tunnel_access_mode`, Prisma.sql`access_emails = ${ids.access.emails}::text[]`);
+    if (ids.accessAppId !== undefined) sets.push(Prisma.sql`access_app_id = ${ids.accessAppId}`);
+    if (ids.accessPolicyId !== undefined) sets.push(Prisma.sql`access_policy_id = ${ids.accessPolicyId}`);
     if (ids.cfTunnelId !== undefined) sets.push(Prisma.sql`cf_tunnel_id = ${ids.cfTunnelId}::uuid`);
     if (ids.dnsRecordId !== undefined) sets.push(Prisma.sql`dns_record_id = ${ids.dnsRecordId}`);
     const count = await this.#prisma.$executeRaw`

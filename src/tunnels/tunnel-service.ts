@@ -11,18 +11,24 @@ import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRand
 import { type Actor, MAX_EVENTS_PER_TUNNEL, userActor } from './tunnel-events.js';
 import { CHECK_BACK_SLACK_MS, LeaseLostError, TunnelLease, type TunnelLeaseDeps } from './tunnel-lease.js';
 import { TunnelRows } from './tunnel-rows.js';
-import { type MadeUpstream, TunnelTeardown } from './tunnel-teardown.js';
+import { type MadeUpstream, rowAccess as rowAccessOf, TunnelTeardown } from './tunnel-teardown.js';
+import { accessColumns, type AccessRequest, resolveAccess } from './tunnel-access.js';
+import type { GateIds } from '../cloudflare/access-gates.js';
 
 const LIVE_SLUG_INDEX = 'tunnels_live_slug_key';
 /** After a failed upstream teardown, the reaper tries again this many sweeps later (or after Retry-After). */
 export const END_RETRY_SWEEPS = 3;
 const RESTORE_PAGE_SIZE = 1000;
+/** How long an audience change holds its tunnel against another change, at most (released when done). */
+const ACCESS_CHANGE_LOCK_MS = 60_000;
 /** Rows found abandoned (creating/ending with a lapsed lease and nobody due to look) per sweep. */
 const ABANDONED_PAGE_SIZE = 1000;
 
 export interface CreateTunnelInput {
   port: number;
   requestedSlug?: string | undefined;
+  /** Who may open the URL; the operator's default when absent. */
+  access?: AccessRequest | undefined;
 }
 
 export interface CreatedTunnel {
@@ -62,7 +68,7 @@ export interface TunnelServiceDeps {
   prisma: PrismaClient;
   heartbeats: HeartbeatStore;
   provider: TunnelProvider;
-  config: Pick<Config, 'tunnels' | 'reaper'>;
+  config: Pick<Config, 'tunnels' | 'reaper' | 'access'>;
   logger: Logger;
   /** Injectable for tests that need to exhaust the slug space. */
   randomSlug?: () => string;
@@ -118,8 +124,9 @@ export class TunnelService {
     this.#leaseDeps = { rows: this.#rows, heartbeats: deps.heartbeats, leaseMs: this.leaseMs, logger: deps.logger };
   }
 
-  async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log): Promise<CreatedTunnel> {
+  async create(ownerId: string, input: CreateTunnelInput, log: Logger = this.#log, options: { ownerEmail?: string | undefined } = {}): Promise<CreatedTunnel> {
     if (!Number.isInteger(input.port) || input.port < 1 || input.port > 65_535) throw new AppError('INVALID_PORT');
+    const access = resolveAccess(input.access, this.#config.access, options.ownerEmail);
     let requested: string | undefined;
     if (input.requestedSlug !== undefined) {
       const check = normalizeRequestedSlug(input.requestedSlug, this.#config.tunnels.reservedSlugs);
@@ -144,29 +151,53 @@ export class TunnelService {
     // shortly after the lease lapses, and a reaper rolls the create back.
     const lease = new TunnelLease(this.#leaseDeps, row.id, row.leaseGeneration, acquiredAt);
     const made: MadeUpstream = {};
+    const gates = this.#provider.access;
     let activated = false;
     try {
+      // The audience is on the row before anything is made upstream, so whoever tears it
+      // down knows whether to look for Access objects. Public is the column's default.
+      if (access.mode !== 'public' && !(await this.#rows.saveUpstreamIds(row.id, row.leaseGeneration, { access: accessColumns(access) }))) throw new LeaseLostError();
       await lease.scheduleCheckBack();
       lease.start();
-      const provisioned = await this.#provider.creation.createTunnel(row.id);
-      made.cfTunnelId = provisioned.cfTunnelId;
-      // Saved before the next step, so whoever might take over knows which tunnel exists.
-      if (!(await this.#rows.saveUpstreamIds(row.id, lease.generation, { cfTunnelId: provisioned.cfTunnelId }))) throw new LeaseLostError();
+      // The gate (Access) is made alongside the tunnel, and both before the DNS record: the
+      // hostname never resolves without its gate. The critical path stays two round trips.
+      const [tunnelResult, gateResult] = await Promise.allSettled([
+        this.#provider.creation.createTunnel(row.id),
+        gates.needsUpstream(access) ? gates.prepare(row.id, row.hostname, access, (ids) => noteGate(made, ids)) : Promise.resolve({}),
+      ]);
+      if (tunnelResult.status === 'fulfilled') made.cfTunnelId = tunnelResult.value.cfTunnelId;
+      if (gateResult.status === 'rejected' && !(isUpstreamError(gateResult.reason) && gateResult.reason.nothingCreated)) made.gateUncertain = true;
+      if (tunnelResult.status === 'rejected') throw tunnelResult.reason;
+      if (gateResult.status === 'rejected') throw gateResult.reason;
+      const provisioned = tunnelResult.value;
+      const prepared = gateResult.value;
+      // Saved before the next step, so whoever might take over knows what exists.
+      const saved = { cfTunnelId: provisioned.cfTunnelId, ...(made.accessAppId ? { accessAppId: made.accessAppId } : {}), ...(made.accessPolicyId ? { accessPolicyId: made.accessPolicyId } : {}) };
+      if (!(await this.#rows.saveUpstreamIds(row.id, lease.generation, saved))) throw new LeaseLostError();
       this.#assertCreateGoesOn(lease);
       // Independent steps run together: the critical path is two upstream round trips.
-      const [dns, ingress] = await Promise.allSettled([
+      const [dns, ingress, gate] = await Promise.allSettled([
         this.#provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
         this.#provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
+        gates.finish(row.id, row.hostname, prepared),
       ]);
       if (dns.status === 'fulfilled') made.dnsRecordId = dns.value;
       if (dns.status === 'rejected') throw dns.reason;
       if (ingress.status === 'rejected') throw ingress.reason;
+      if (gate.status === 'rejected') throw gate.reason;
       // No renewal may land after this point: activation hands the row's Redis deadline to heartbeats.
       await lease.stop();
       const tunnel = await this.#rows.transition(
         { id: row.id, from: ['creating'], generation: lease.generation, noDeleteRequested: true, leaseHeld: true },
-        { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null, leaseMs: null },
-        { type: 'created', actor: userActor(ownerId), details: { hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null } },
+        { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null, leaseMs: null, accessAppId: made.accessAppId ?? null, accessPolicyId: made.accessPolicyId ?? null },
+        {
+          type: 'created',
+          actor: userActor(ownerId),
+          details: {
+            hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null,
+            access: accessColumns(access), ...(made.accessAppId ? { accessAppId: made.accessAppId } : {}),
+          },
+        },
       );
       if (!tunnel) throw await this.#whyNotActivated(row.id, lease.generation);
       activated = true;
@@ -180,6 +211,53 @@ export class TunnelService {
       await this.#rollBackCreate(row, lease, made, error, tunnelLog, userActor(ownerId));
       throw this.#createError(error);
     }
+  }
+
+  /**
+   * Changes a live tunnel's audience in place (PATCH), owner only. Upstream first (the
+   * hostname stays gated throughout, see AccessGates.change), then the row and its
+   * `access_changed` event in one statement. If upstream fails, whatever Access objects
+   * exist now are recorded on the row, so its teardown removes them.
+   */
+  async changeAccess(ownerId: string, tunnelId: string, requested: AccessRequest, log: Logger = this.#log, options: { ownerEmail?: string | undefined } = {}): Promise<TunnelView> {
+    const access = resolveAccess(requested, this.#config.access, options.ownerEmail);
+    // One change at a time per tunnel: a change holds the active row's lease field (nothing
+    // else uses it while a tunnel is active) until it is done, or ACCESS_CHANGE_LOCK_MS if its process dies.
+    const row = await this.#rows.transition({ id: tunnelId, ownerId, from: ['active'], leaseFree: true }, { status: 'active', leaseMs: ACCESS_CHANGE_LOCK_MS }, null);
+    if (!row) {
+      const existing = await this.#prisma.tunnel.findFirst({ where: { id: tunnelId, ownerId, status: { not: 'ended' } }, select: { status: true } });
+      if (!existing) throw new AppError('TUNNEL_NOT_FOUND');
+      if (existing.status !== 'active') throw new AppError('TUNNEL_NOT_FOUND', { message: 'The tunnel is being created or ended; its audience can change once it is active.' });
+      throw new AppError('SERVICE_UNAVAILABLE', { message: "Another change of this tunnel's audience is in progress; retry shortly.", retryAfterSec: 1 });
+    }
+    const current: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
+    const known: GateIds = { ...current };
+    let ids: GateIds;
+    try {
+      ids = await this.#provider.access.change(row.id, row.hostname, current, access, (made) => {
+        if (made.appId) known.appId = made.appId;
+        if (made.policyId) known.policyId = made.policyId;
+      });
+    } catch (error) {
+      await this.#rows.transition({ id: row.id, from: ['active'] }, { status: 'active', accessAppId: known.appId ?? null, accessPolicyId: known.policyId ?? null, leaseMs: null }, null)
+        .catch((dbError: unknown) => log.warn({ err: dbError }, 'could not record the Access objects of a failed change; the reconciler finds them by name'));
+      throw upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.access);
+    }
+    const updated = await this.#rows.transition(
+      { id: row.id, ownerId, from: ['active'] },
+      { status: 'active', access: accessColumns(access), accessAppId: ids.appId ?? null, accessPolicyId: ids.policyId ?? null, leaseMs: null },
+      { type: 'access_changed', actor: userActor(ownerId), details: { from: accessColumns(rowAccessOf(row)), to: accessColumns(access) } },
+    );
+    if (!updated) {
+      // It began ending meanwhile, and its teardown may have read the ids from before.
+      await this.#provider.access.remove(ids, this.#provider.teardownBudget()).catch((removeError: unknown) => {
+        log.warn({ err: removeError }, 'could not remove the Access objects of a tunnel that ended during a change');
+      });
+      throw new AppError('TUNNEL_NOT_FOUND');
+    }
+    log.info({ event: LogEvent.tunnelAccessChanged, tunnelId: row.id, access: access.mode }, 'tunnel audience changed');
+    const [deadline] = await this.#heartbeats.deadlines([row.id]);
+    return { tunnel: updated, expiresAt: toDate(deadline) };
   }
 
   /** Between upstream steps: stop if the lease was lost or a DELETE was recorded. */
@@ -204,7 +282,10 @@ export class TunnelService {
     const acquiredAt = performance.now();
     const ending = await this.#rows.transition(
       { id: row.id, from: ['creating'], generation: lease.generation },
-      { status: 'ending', endReason: deleted ? 'deleted' : 'create_failed', cfTunnelId: made.cfTunnelId ?? null, dnsRecordId: made.dnsRecordId ?? null, leaseMs: this.leaseMs },
+      {
+        status: 'ending', endReason: deleted ? 'deleted' : 'create_failed', cfTunnelId: made.cfTunnelId ?? null, dnsRecordId: made.dnsRecordId ?? null, leaseMs: this.leaseMs,
+        accessAppId: made.accessAppId ?? null, accessPolicyId: made.accessPolicyId ?? null,
+      },
       { type: 'create_failed', actor, details: deleted ? { reason: 'deleted_during_create' } : { error: failureDetails(error) } },
     ).catch((dbError: unknown) => {
       log.warn({ err: dbError }, 'could not record the failed create; its lease will lapse and the reaper rolls it back');
@@ -220,7 +301,7 @@ export class TunnelService {
     log.warn({ event: LogEvent.tunnelCreateFailed, reason: deleted ? 'deleted_during_create' : 'upstream' }, 'create did not complete; rolling back');
     // Refused before anything could be made (the request budget was spent, or Cloudflare said
     // no outright): looking upstream by name would spend the budget to find nothing.
-    const nothingUpstream = !made.cfTunnelId && isUpstreamError(error) && error.nothingCreated;
+    const nothingUpstream = !made.cfTunnelId && !made.accessAppId && !made.accessPolicyId && !made.gateUncertain && isUpstreamError(error) && error.nothingCreated;
     const rollback = new TunnelLease(this.#leaseDeps, row.id, ending.leaseGeneration, acquiredAt);
     if (nothingUpstream) {
       await this.#markEnded(ending, rollback, actor, { reason: 'create_failed', nothingUpstream: true }, log);
@@ -506,6 +587,12 @@ export class TunnelService {
   #endError(error: unknown): unknown {
     return upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.delete);
   }
+}
+
+/** Records on `made` a gate object the create has just made (for its rollback). */
+function noteGate(made: MadeUpstream, ids: GateIds): void {
+  if (ids.appId) made.accessAppId = ids.appId;
+  if (ids.policyId) made.accessPolicyId = ids.policyId;
 }
 
 /** An upstream failure as the API answers it, with the path's own message. */

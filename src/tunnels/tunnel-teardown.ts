@@ -1,4 +1,5 @@
 import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import type { GateIds, TunnelAccess } from '../cloudflare/access-gates.js';
 import type { Tunnel } from '../generated/prisma/client.js';
 import { LeaseLostError, type TunnelLease } from './tunnel-lease.js';
 import type { TunnelRows } from './tunnel-rows.js';
@@ -7,6 +8,11 @@ import type { TunnelRows } from './tunnel-rows.js';
 export interface MadeUpstream {
   cfTunnelId?: string | undefined;
   dnsRecordId?: string | undefined;
+  /** The tunnel's own Access application and reusable policy (see AccessGates). */
+  accessAppId?: string | undefined;
+  accessPolicyId?: string | undefined;
+  /** A gate create failed in a way that may have made something: the rollback looks by name. */
+  gateUncertain?: boolean | undefined;
 }
 
 /**
@@ -47,24 +53,43 @@ export class TunnelTeardown {
       dnsRecordIds = await lookups.findOurDnsRecordIds(row.hostname, cfTunnelId, budget);
       if (dnsRecordIds[0]) await this.#save(row.id, lease, { dnsRecordId: dnsRecordIds[0] });
     }
+    let gate: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
+    const access = rowAccess(row);
+    if (this.#provider.access.needsOwnApp(access) && (!gate.appId || (access.mode === 'emails' && !gate.policyId))) {
+      // Named after the row: found even when the create died before saving their ids.
+      const found = await this.#provider.access.findIds(row.id, budget);
+      gate = { appId: gate.appId ?? found.appId, policyId: gate.policyId ?? found.policyId };
+      if (gate.appId || gate.policyId) await this.#save(row.id, lease, { accessAppId: gate.appId ?? null, accessPolicyId: gate.policyId ?? null });
+    }
     lease.assertHeld();
     await Promise.all([
       ...dnsRecordIds.map((id) => removal.deleteDnsRecord(id, budget)),
       cfTunnelId ? removal.cleanupConnections(cfTunnelId, budget) : undefined,
     ]);
-    if (!cfTunnelId) return;
     lease.assertHeld();
-    await removal.deleteTunnel(cfTunnelId, budget);
+    // The gate goes only after the DNS record: the hostname never resolves without it.
+    await Promise.all([
+      cfTunnelId ? removal.deleteTunnel(cfTunnelId, budget) : undefined,
+      this.#provider.access.remove(gate, budget),
+    ]);
   }
 
   async removeMade(made: MadeUpstream): Promise<void> {
     const { removal } = this.#provider;
     const budget = this.#provider.teardownBudget();
     if (made.dnsRecordId) await removal.deleteDnsRecord(made.dnsRecordId, budget);
-    if (made.cfTunnelId) await removal.removeTunnel(made.cfTunnelId, budget);
+    await Promise.all([
+      made.cfTunnelId ? removal.removeTunnel(made.cfTunnelId, budget) : undefined,
+      this.#provider.access.remove({ appId: made.accessAppId, policyId: made.accessPolicyId }, budget),
+    ]);
   }
 
-  async #save(id: string, lease: TunnelLease, ids: { cfTunnelId?: string; dnsRecordId?: string }): Promise<void> {
+  async #save(id: string, lease: TunnelLease, ids: { cfTunnelId?: string; dnsRecordId?: string; accessAppId?: string | null; accessPolicyId?: string | null }): Promise<void> {
     if (!(await this.#rows.saveUpstreamIds(id, lease.generation, ids))) throw new LeaseLostError();
   }
+}
+
+/** A row's audience, as AccessGates takes it. */
+export function rowAccess(row: Pick<Tunnel, 'accessMode' | 'accessEmails'>): TunnelAccess {
+  return row.accessMode === 'emails' ? { mode: 'emails', emails: [...row.accessEmails] } : { mode: row.accessMode };
 }

@@ -24,10 +24,10 @@ describe('agent list', () => {
     const result = await runAgentToEnd(['list'], env);
     expect(result.code, result.output).toBe(0);
     const lines = result.output.trim().split('\n');
-    expect(lines[0]).toMatch(/^ID\s+URL\s+PORT\s+STATUS$/);
+    expect(lines[0]).toMatch(/^ID\s+URL\s+PORT\s+WHO CAN OPEN\s+STATUS$/);
     expect(lines).toHaveLength(3);
-    expect(result.output).toMatch(new RegExp(`${a.tunnelId}\\s+https://${a.hostname.replace(/\./g, '\\.')}\\s+3000\\s+active, expires in`));
-    expect(result.output).toMatch(new RegExp(`${b.tunnelId}\\s+https://${b.hostname.replace(/\./g, '\\.')}\\s+8080\\s+active`));
+    expect(result.output).toMatch(new RegExp(`${a.tunnelId}\\s+https://${a.hostname.replace(/\./g, '\\.')}\\s+3000\\s+public\\s+active, expires in`));
+    expect(result.output).toMatch(new RegExp(`${b.tunnelId}\\s+https://${b.hostname.replace(/\./g, '\\.')}\\s+8080\\s+public\\s+active`));
   });
 
   it('prints JSON with --json, and says so when there is nothing', async () => {
@@ -51,7 +51,7 @@ describe('agent list', () => {
       expect(result.code, `${target}: ${result.output}`).toBe(0);
       const lines = result.output.trim().split('\n');
       expect(lines, target).toHaveLength(2);
-      expect(lines[1], target).toMatch(new RegExp(`^${named.tunnelId}\\s+https://${named.hostname.replace(/\./g, '\\.')}\\s+3000\\s+active`));
+      expect(lines[1], target).toMatch(new RegExp(`^${named.tunnelId}\\s+https://${named.hostname.replace(/\./g, '\\.')}\\s+3000\\s+public\\s+active`));
     }
     const json = await runAgentToEnd(['list', named.tunnelId, '--json'], env);
     expect(json.code, json.output).toBe(0);

@@ -35,7 +35,12 @@ async function create(x: Execution, p: CreateParams, heartbeat: boolean): Promis
   const m = x.model;
   const userId = m.userIds[p.user]!;
   const slug = p.slug === null ? undefined : m.slugs[p.slug]!;
-  const body = { port: 3000 + p.port, ...(slug === undefined ? {} : { requestedSlug: slug }) };
+  const body = {
+    port: 3000 + p.port,
+    ...(slug === undefined ? {} : { requestedSlug: slug }),
+    // Port 1 asks for its own audience: an Access application and policy of its own, on top of the team gate.
+    ...(p.port === 1 ? { access: { mode: 'emails', emails: ['guest@partner.example'] } } : {}),
+  };
   const key = p.key === null ? undefined : x.keyName(p.key);
   const sentAt = Date.now();
   const res = await x.api('create', p.via, 'POST', '/v1/tunnels', { userId, body, ...(key === undefined ? {} : { headers: { 'idempotency-key': key } }) });

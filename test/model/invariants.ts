@@ -45,6 +45,19 @@ export function upstreamMatchesRows(s: Snapshot): string[] {
   for (const [id, row] of wantRecords) {
     if (!s.dnsRecords.some((r) => r.id === id)) lines.push(`- upstream DNS record ${short(id)} of live ${describeRow(row)} is missing`);
   }
+  // Access (issue 12): a tunnel's own application and policy (named after its row), exactly the live rows'.
+  for (const [kind, objects, wanted] of [
+    ['Access application', s.accessApps, new Map(live.filter((r) => r.accessAppId).map((r) => [r.accessAppId!, r]))],
+    ['Access policy', s.accessPolicies, new Map(live.filter((r) => r.accessPolicyId).map((r) => [r.accessPolicyId!, r]))],
+  ] as const) {
+    for (const o of objects) {
+      if (rowIdOfTunnelName(o.name) === undefined || wanted.has(o.id)) continue;
+      lines.push(`+ upstream ${kind} ${short(o.id)} ${o.name}: no live row references it; its ${describeRow(s.rowById.get(rowIdOfTunnelName(o.name) ?? ''))}`);
+    }
+    for (const [id, row] of wanted) {
+      if (!objects.some((o) => o.id === id)) lines.push(`- upstream ${kind} ${short(id)} of live ${describeRow(row)} is missing`);
+    }
+  }
   return lines;
 }
 

@@ -1,4 +1,4 @@
-import type { DeletionRecord, EmulatedDnsRecord, EmulatedTunnel, RequestLogEntry } from '../../src/cloudflare/emulator/emulator.js';
+import type { DeletionRecord, EmulatedAccessApp, EmulatedAccessPolicy, EmulatedDnsRecord, EmulatedTunnel, RequestLogEntry } from '../../src/cloudflare/emulator/emulator.js';
 import type { Tunnel, TunnelEvent } from '../../src/generated/prisma/client.js';
 import type { Execution } from './execution.js';
 
@@ -12,6 +12,8 @@ export interface Snapshot {
   /** Upstream tunnels, soft-deleted ones included. */
   tunnels: EmulatedTunnel[];
   dnsRecords: EmulatedDnsRecord[];
+  accessApps: EmulatedAccessApp[];
+  accessPolicies: EmulatedAccessPolicy[];
   requests: RequestLogEntry[];
   deletions: DeletionRecord[];
 }
@@ -32,6 +34,8 @@ export async function takeSnapshot(x: Execution): Promise<Snapshot> {
     events,
     tunnels: emulator.allTunnels(),
     dnsRecords: emulator.dnsRecords(),
+    accessApps: emulator.accessApps(),
+    accessPolicies: emulator.accessPolicies(),
     requests: [...emulator.requests],
     deletions: emulator.deletions(),
   };

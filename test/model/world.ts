@@ -38,6 +38,9 @@ export const MODEL_ENV: Readonly<Record<string, string>> = {
   DELETE_RATE_LIMIT_PER_MINUTE: '100000',
   // The heartbeat loop sends one a second per tunnel: at the default bound's very edge.
   HEARTBEAT_MAX_PER_MINUTE: '100000',
+  // Cloudflare Access (issue 12): a team rule, so creates gate by the wildcard team application
+  // (port 0) or make their own application and policy (port 1 asks for an emails audience).
+  ACCESS_TEAM_EMAIL_DOMAINS: 'team.example',
 };
 
 export interface WorldOptions {

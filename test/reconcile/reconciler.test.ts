@@ -304,7 +304,7 @@ describe('dry run', () => {
     expect(skippedAs(dry, live.dnsRecordId)).toBe('live_row');
     expect(skippedAs(dry, foreign)).toBe('name_not_ours');
     expect(skippedAs(dry, foreignRecord)).toBe('foreign_tunnel');
-    expect(dry.listed).toEqual({ tunnels: 4, dnsRecords: 3 });
+    expect(dry.listed).toEqual({ tunnels: 4, dnsRecords: 3, accessApps: 0, accessPolicies: 0 });
     // Nothing but lists was sent, and no lock taken.
     expect(b.emulator.requests.slice(requestsBefore).every((r) => r.method === 'GET')).toBe(true);
     expect(liveTunnelIds(b)).toEqual(tunnelsBefore);
@@ -330,7 +330,7 @@ describe('pagination', () => {
 
     const expected = orphans.flatMap((o) => (o.dnsRecordId ? [o.cfTunnelId, o.dnsRecordId] : [o.cfTunnelId]));
     expect(removedIds(report)).toEqual(expected.sort());
-    expect(report.listed).toEqual({ tunnels: 22, dnsRecords: 12 });
+    expect(report.listed).toEqual({ tunnels: 22, dnsRecords: 12, accessApps: 0, accessPolicies: 0 });
     // ceil(22 / 3) = 8 full or partial pages, then the empty one that ends the listing.
     expect(b.emulator.count('tunnel.list') - listsBefore.tunnels).toBe(9);
     expect(b.emulator.count('dns.list') - listsBefore.dns).toBe(5);

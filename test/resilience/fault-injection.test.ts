@@ -7,7 +7,8 @@ import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.
  * Creates and deletes under ~30% injected upstream faults (5xx, 429 + Retry-After, hangs
  * past the timeout, and successes whose response is lost). Every request must end in
  * success or a documented error; once the faults stop, within a reconcile interval,
- * upstream must hold exactly the tunnels and DNS records the database calls live.
+ * upstream must hold exactly the tunnels, DNS records and Access objects (with a team rule,
+ * a third each of team, public and emails tunnels) the database calls live.
  */
 const N = 30;
 let broker: TestBroker;
@@ -16,6 +17,7 @@ beforeAll(async () => {
     env: {
       CLOUDFLARE_TIMEOUT_MS: '1000', CLOUDFLARE_MAX_RETRIES: '2', REAPER_INTERVAL_SECONDS: '1',
       RECONCILE_INTERVAL_SECONDS: '2', RECONCILE_GRACE_SECONDS: '1', MAX_TUNNELS_PER_USER: '50', CREATE_RATE_LIMIT_PER_MINUTE: '1000',
+      ACCESS_TEAM_EMAIL_DOMAINS: 'team.example',
     },
     startReaper: true,
   });
@@ -43,9 +45,11 @@ it(`${N} creates and deletes under ~30% upstream faults end cleanly, and upstrea
   const created: Array<{ id: string; userId: string }> = [];
   const outcomes = { created: 0, createFailed: 0, deleted: 0, deleteFailed: 0 };
 
+  const audiences = [undefined, { mode: 'public' }, { mode: 'emails', emails: ['guest@partner.example'] }];
   for (let batch = 0; batch < N / 5; batch++) {
-    const results = await Promise.all(users.map((userId) =>
-      broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000 } }).then((res) => ({ res, userId }))));
+    const results = await Promise.all(users.map((userId, i) =>
+      broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000, access: audiences[(batch + i) % 3] } })
+        .then((res) => ({ res, userId }))));
     for (const { res, userId } of results) {
       expectCleanOutcome(res, 201);
       if (res.statusCode === 201) {
@@ -78,8 +82,16 @@ it(`${N} creates and deletes under ~30% upstream faults end cleanly, and upstrea
     const liveDns = new Set(rows.map((r) => r.dnsRecordId));
     const upstreamTunnels = broker.emulator.liveTunnels();
     const upstreamDns = broker.emulator.dnsRecords();
+    // Access: exactly the live rows' own applications and policies, plus the shared team gate and public policy.
+    const own = (name: string) => name !== 'tb-team' && name !== 'tb-public';
+    const liveApps = new Set(rows.flatMap((r) => (r.accessAppId ? [r.accessAppId] : [])));
+    const livePolicies = new Set(rows.flatMap((r) => (r.accessPolicyId ? [r.accessPolicyId] : [])));
+    const upstreamApps = broker.emulator.accessApps().filter((a) => own(a.name));
+    const upstreamPolicies = broker.emulator.accessPolicies().filter((p) => own(p.name));
     return upstreamTunnels.length === liveIds.size && upstreamTunnels.every((t) => liveIds.has(t.id))
-      && upstreamDns.length === liveDns.size && upstreamDns.every((r) => liveDns.has(r.id));
+      && upstreamDns.length === liveDns.size && upstreamDns.every((r) => liveDns.has(r.id))
+      && upstreamApps.length === liveApps.size && upstreamApps.every((a) => liveApps.has(a.id))
+      && upstreamPolicies.length === livePolicies.size && upstreamPolicies.every((p) => livePolicies.has(p.id));
   };
   await eventually(converged, { timeoutMs: 30_000, intervalMs: 250, what: 'upstream to converge on the database' });
 
@@ -90,5 +102,12 @@ it(`${N} creates and deletes under ~30% upstream faults end cleanly, and upstrea
   }
   for (const row of await broker.app.prisma.tunnel.findMany({ where: { status: 'active' } })) {
     expect(broker.emulator.configuration(row.cfTunnelId!)).toBeDefined();
+    // Each live tunnel has exactly the audience its row says.
+    const audience = broker.emulator.audience(row.hostname);
+    if (row.accessMode === 'team') expect(audience).toMatchObject({ gate: 'login', appName: 'tb-team' });
+    else if (row.accessMode === 'public') expect(audience).toMatchObject({ gate: 'public' });
+    else expect(audience).toMatchObject({ gate: 'login', emails: row.accessEmails });
   }
+  // And no hostname of a tunnel ever resolved without its gate, faults or not.
+  for (const entry of broker.emulator.gateLog()) expect(entry.ungated).toEqual([]);
 }, 120_000);

@@ -45,7 +45,7 @@ describe('the audit trail', () => {
       type: 'created',
       actor: `user:${alice}`,
       at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
-      details: { hostname: row.hostname, port: 3000, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId },
+      details: { hostname: row.hostname, port: 3000, cfTunnelId: row.cfTunnelId, dnsRecordId: row.dnsRecordId, access: { mode: 'public', emails: [] } },
     }]);
     // Without the parameter the body is as before.
     expect((await getWithEvents(alice, id, '')).json()).not.toHaveProperty('events');

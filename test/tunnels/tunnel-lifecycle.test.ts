@@ -83,7 +83,7 @@ describe('GET /v1/tunnels and GET /v1/tunnels/:id', () => {
     const { tunnels } = res.json();
     expect(tunnels).toHaveLength(1);
     expect(tunnels[0]).toMatchObject({ id: a.tunnelId, hostname: a.hostname, slug: a.slug, port: 3001, status: 'active' });
-    expect(Object.keys(tunnels[0]).sort()).toEqual(['createdAt', 'expiresAt', 'hostname', 'id', 'port', 'slug', 'status']);
+    expect(Object.keys(tunnels[0]).sort()).toEqual(['access', 'createdAt', 'expiresAt', 'hostname', 'id', 'port', 'slug', 'status']);
     expect(new Date(tunnels[0].expiresAt).getTime()).toBeGreaterThan(Date.now());
   });
 

@@ -26,6 +26,16 @@ export type TunnelSummary = Answer<'listTunnels', 200>['tunnels'][number];
 
 /** What a heartbeat answers: a fresh `heartbeatToken` when the one used is close to its expiry. */
 export type HeartbeatAnswer = Answer<'sendHeartbeat', 200>;
+/** Who may open a tunnel's URL (Cloudflare Access): `team`, `public`, or `emails`. */
+export type TunnelAccess = NonNullable<TunnelSummary['access']>;
+
+/** "who can open it", as the agent prints it next to the URL. */
+export function describeAccess(access: TunnelAccess | undefined): string {
+  if (!access) return 'anyone (this broker does not report an audience)';
+  if (access.mode === 'public') return 'anyone: public';
+  if (access.mode === 'team') return 'your team only (they log in with the team\'s identity provider or an emailed code)';
+  return `only ${(access.emails ?? []).join(', ')} (they log in with an emailed code)`;
+}
 
 /**
  * Any failed call. `status` is absent when no HTTP answer came back (refused, reset, DNS,
@@ -137,8 +147,12 @@ export class BrokerClient {
     });
   }
 
-  async createTunnel(input: { port: number; slug?: string; idempotencyKey: string }, signal?: AbortSignal): Promise<CreatedTunnel> {
-    const body = input.slug === undefined ? { port: input.port } : { port: input.port, requestedSlug: input.slug };
+  async createTunnel(input: { port: number; slug?: string; idempotencyKey: string; access?: TunnelAccess | undefined }, signal?: AbortSignal): Promise<CreatedTunnel> {
+    const body = {
+      port: input.port,
+      ...(input.slug === undefined ? {} : { requestedSlug: input.slug }),
+      ...(input.access === undefined ? {} : { access: input.access }),
+    };
     const created = await this.#call(
       (init) => this.#api.POST('/v1/tunnels', { ...init, body, params: { header: { 'idempotency-key': input.idempotencyKey } } }),
       { signal, expect: 201 },
@@ -177,6 +191,18 @@ export class BrokerClient {
       (init) => this.#api.DELETE('/v1/tunnels/{tunnelId}', { ...init, params: { path: { tunnelId: tunnel } } }),
       { signal, expect: 204, timeoutMs: timeoutMs ?? Math.max(this.#timeoutMs, DELETE_TIMEOUT_MS) },
     );
+  }
+
+  /** Changes who may open a live tunnel's URL (same hostname); answers the tunnel. */
+  async updateAccess(tunnel: string, access: TunnelAccess, signal?: AbortSignal): Promise<TunnelSummary> {
+    const body = await this.#call(
+      (init) => this.#api.PATCH('/v1/tunnels/{tunnelId}', { ...init, params: { path: { tunnelId: tunnel } }, body: { access } }),
+      { signal, expect: 200 },
+    );
+    if (typeof body?.id !== 'string' || typeof body.hostname !== 'string') {
+      throw new BrokerError('The broker answered with an unexpected body; is --server pointing at a tunnel broker?', { status: 200 });
+    }
+    return body;
   }
 
   /** One of the caller's live tunnels, by its id, hostname or slug (the broker resolves it). */

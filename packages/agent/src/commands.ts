@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import { BrokerClient, BrokerError, type TunnelSummary } from './broker-client.js';
+import { BrokerClient, BrokerError, describeAccess, type TunnelAccess, type TunnelSummary } from './broker-client.js';
 import { locateCloudflared } from './cloudflared.js';
 import { type AgentConfigFile, AgentUsageError, type ConnectionFlags, type Env, normalizeServerUrl, readConfigFile, resolveConnection, writeConfigFile } from './config.js';
 import { ConnectSession } from './connect.js';
@@ -65,6 +65,23 @@ function parseTunnelArgument(value: string): TunnelRef {
 
 const TUNNEL_ARGUMENT = 'tunnel id, hostname, https:// URL or slug';
 
+const EMAIL = /^[^\s@,]+@[^\s@,]+\.[^\s@,]+$/;
+
+/** `--allow a@x.com,b@y.com`: 1-20 addresses. */
+function parseAllow(value: string): string[] {
+  const emails = value.split(',').map((e) => e.trim()).filter(Boolean);
+  if (emails.length < 1 || emails.length > 20 || emails.some((e) => !EMAIL.test(e))) throw new InvalidArgumentError('must be 1-20 email addresses, separated by commas.');
+  return emails;
+}
+
+/** The audience the flags ask for; undefined leaves it to the broker's default. */
+function accessFromFlags(options: { public?: boolean; allow?: string[] }): TunnelAccess | undefined {
+  if (options.public && options.allow) throw new AgentUsageError('choose --public or --allow, not both.');
+  if (options.public) return { mode: 'public' };
+  if (options.allow) return { mode: 'emails', emails: options.allow };
+  return undefined;
+}
+
 function parseSlug(value: string): string {
   const slug = value.toLowerCase();
   if (!SLUG.test(slug) || slug.startsWith('xn--')) throw new InvalidArgumentError('must be a DNS label: letters, digits and inner hyphens, at most 63 characters.');
@@ -78,6 +95,9 @@ interface CommonOptions extends ConnectionFlags {
 interface ConnectOptions extends CommonOptions {
   slug?: string;
   cloudflared?: string;
+  /** --public, --allow: who may open the URL (else the broker's default). */
+  public?: boolean;
+  allow?: string[];
   /** False for --no-inspect. */
   inspect: boolean;
   inspectPort?: number;
@@ -121,7 +141,9 @@ export function registerAgentCommands(program: Command, io: AgentIo = processIo(
       .command('connect')
       .description('expose a local port: create a tunnel, run cloudflared, keep it alive; Ctrl-C ends it')
       .argument('<port>', 'the local port to expose (http://localhost:<port>)', parsePort)
-      .option('--slug <slug>', 'the subdomain to ask for (random when omitted)', parseSlug),
+      .option('--slug <slug>', 'the subdomain to ask for (random when omitted)', parseSlug)
+      .option('--public', 'let anyone open the URL (default: the broker\'s, usually your team only)')
+      .option('--allow <emails>', 'let only these people open the URL: a@x.com,b@y.com (they log in with an emailed code)', parseAllow),
   )
     .option('--cloudflared <path>', 'the cloudflared binary (env CLOUDFLARED_PATH; default: cloudflared on PATH)')
     .option('-v, --verbose', "show cloudflared's output and every heartbeat", false)
@@ -157,6 +179,18 @@ export function registerAgentCommands(program: Command, io: AgentIo = processIo(
     exit(await stop(io, target, options));
   });
 
+  withConnectionOptions(
+    program
+      .command('access')
+      .description('change who may open one of your running tunnels: team, public, or --allow a@x.com,b@y.com')
+      .argument('<tunnel>', TUNNEL_ARGUMENT, parseTunnelArgument)
+      .argument('[audience]', '`team` or `public` (or give --allow instead)'),
+  )
+    .option('--allow <emails>', 'only these people: a@x.com,b@y.com', parseAllow)
+    .action(async (target: TunnelRef, audience: string | undefined, options: CommonOptions & { allow?: string[] }) => {
+      exit(await changeAccess(io, target, audience, options));
+    });
+
   program
     .command('login')
     .description('save the broker URL and your access token for the other commands')
@@ -188,7 +222,8 @@ async function connect(io: AgentIo, port: number, options: ConnectOptions): Prom
         ...(options.inspectBodyLimit !== undefined ? { bodyCapBytes: options.inspectBodyLimit } : {}),
         ...(options.inspectMemory !== undefined ? { memoryCapBytes: options.inspectMemory } : {}),
       };
-    session = new ConnectSession({ port, slug: options.slug, verbose: Boolean(options.verbose), connection, cloudflaredPath, env: io.env, inspect }, status);
+    const access = accessFromFlags(options);
+    session = new ConnectSession({ port, slug: options.slug, access, verbose: Boolean(options.verbose), connection, cloudflaredPath, env: io.env, inspect }, status);
   } catch (error) {
     return report(io, error);
   }
@@ -231,6 +266,11 @@ function describeExpiry(summary: TunnelSummary, now: number): string {
   return left > 0 ? `active, expires in ${describeDuration(left)}` : 'active, expiring';
 }
 
+function audienceShort(access: TunnelAccess | undefined): string {
+  if (!access) return '-';
+  return access.mode === 'emails' ? (access.emails ?? []).join(',') : access.mode;
+}
+
 /** What a 404 for a named tunnel means to its user. */
 function notOneOfYours(ref: TunnelRef): string {
   return 'id' in ref
@@ -267,7 +307,7 @@ async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonO
       return 0;
     }
     const now = Date.now();
-    const rows = [['ID', 'URL', 'PORT', 'STATUS'], ...tunnels.map((t) => [t.id, `https://${t.hostname}`, String(t.port), describeExpiry(t, now)])];
+    const rows = [['ID', 'URL', 'PORT', 'WHO CAN OPEN', 'STATUS'], ...tunnels.map((t) => [t.id, `https://${t.hostname}`, String(t.port), audienceShort(t.access), describeExpiry(t, now)])];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const row of rows) io.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')}\n`);
     return 0;
@@ -299,6 +339,37 @@ async function stop(io: AgentIo, target: TunnelRef, options: CommonOptions): Pro
     return 0;
   } catch (error) {
     return brokerFailure(io, error, connection);
+  }
+}
+
+async function changeAccess(io: AgentIo, target: TunnelRef, audience: string | undefined, options: CommonOptions & { allow?: string[] }): Promise<number> {
+  let access: TunnelAccess;
+  if (options.allow && audience !== undefined) {
+    io.stderr.write('error: give `team`, `public` or --allow, not two of them.\n');
+    return 1;
+  }
+  if (options.allow) access = { mode: 'emails', emails: options.allow };
+  else if (audience === 'team' || audience === 'public') access = { mode: audience };
+  else {
+    io.stderr.write('error: say who may open it: `team`, `public`, or --allow a@x.com,b@y.com\n');
+    return 1;
+  }
+  let resolved;
+  try {
+    resolved = await clientFor(io, options);
+  } catch (error) {
+    return report(io, error);
+  }
+  try {
+    const tunnel = await resolved.client.updateAccess(tunnelRefText(target), access);
+    io.stdout.write(`https://${tunnel.hostname}  Who can open: ${describeAccess(tunnel.access)}\n`);
+    return 0;
+  } catch (error) {
+    if (error instanceof BrokerError && error.gone) {
+      io.stderr.write(`error: ${notOneOfYours(target)}\n`);
+      return 1;
+    }
+    return brokerFailure(io, error, resolved.connection);
   }
 }
 

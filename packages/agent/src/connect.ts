@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { backoffDelay, retryAfterDelay, sleep, Waker } from './backoff.js';
-import { BrokerClient, BrokerError, type CreatedTunnel, DELETE_TIMEOUT_MS } from './broker-client.js';
+import { BrokerClient, BrokerError, type CreatedTunnel, DELETE_TIMEOUT_MS, describeAccess, type TunnelAccess } from './broker-client.js';
 import { type MonotonicClock, monotonicNow } from './clock.js';
 import { CloudflaredSupervisor, describeExit, type ExitInfo, type RestartPolicy } from './cloudflared.js';
 import { type Env, type ResolvedConnection } from './config.js';
@@ -13,6 +13,8 @@ import { type AgentState, StatusLine } from './status-line.js';
 export interface ConnectSettings {
   port: number;
   slug?: string | undefined;
+  /** Who may open the URL; the broker's default when absent. */
+  access?: TunnelAccess | undefined;
   verbose: boolean;
   connection: ResolvedConnection;
   cloudflaredPath: string;
@@ -277,6 +279,7 @@ export class ConnectSession {
     const lines = [
       '',
       `  Forwarding   ${tunnel.url}  ->  http://localhost:${this.#settings.port}`,
+      `  Who can open ${describeAccess(tunnel.access)}`,
       ...(this.#inspector ? [`  Inspector    ${this.#inspector.url}  (every request, in full; replay)`] : []),
       `  Tunnel       ${tunnel.tunnelId}`,
       `  Broker       ${this.#settings.connection.server}`,
@@ -451,12 +454,12 @@ export class ConnectSession {
    * looks for the tunnel that create made and ends it (#abandonCreate).
    */
   async #create(options: { initial: boolean; signal: AbortSignal; replacing?: CreatedTunnel }): Promise<CreatedTunnel | undefined> {
-    const { slug, connection } = this.#settings;
+    const { slug, connection, access } = this.#settings;
     // Through the recording proxy when the inspector runs: the tunnel is created for its port.
     const port = this.#inspector?.proxyPort ?? this.#settings.port;
     // A new random slug when none was asked for: the spec'd behaviour, and a URL nobody else now holds.
     const requested = slug;
-    const input = { port, idempotencyKey: randomUUID(), ...(requested ? { slug: requested } : {}) };
+    const input = { port, idempotencyKey: randomUUID(), ...(requested ? { slug: requested } : {}), ...(access ? { access } : {}) };
     const started = this.#now();
     const budgetMs = options.initial ? Number.POSITIVE_INFINITY : RECREATE_BUDGET_MS;
     let waitedForOld = 0;
@@ -539,7 +542,7 @@ export class ConnectSession {
    * (Had the broker's create failed, the key is free and the replay creates anew: that tunnel
    * is ended the same way.)
    */
-  async #abandonCreate(input: { port: number; slug?: string; idempotencyKey: string }): Promise<void> {
+  async #abandonCreate(input: { port: number; slug?: string; idempotencyKey: string; access?: TunnelAccess }): Promise<void> {
     const started = this.#now();
     this.#status.info('Checking whether the broker finished creating the tunnel, so as to end it (press Ctrl-C again to quit at once)...');
     let last = 'no answer';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
-import { type BootConfig, type Config, ConfigError, loadBootConfig, migrationDatabaseUrl } from '../../config/env.js';
+import { type BootConfig, type Config, ConfigError, hasTeamRule, loadBootConfig, migrationDatabaseUrl } from '../../config/env.js';
 import { migrationStatus } from '../../db/migrate.js';
 import { startServices, type ServicesDescription, type StartedServices } from '../../dev-services/dev-services.js';
 import { redactUrl } from '../../logging/redact-url.js';
@@ -16,15 +16,16 @@ const SYMBOL: Record<CheckResult['status'], string> = { ok: '✓', fail: '✗', 
 
 /**
  * `doctor`: configuration, PostgreSQL, migrations, Redis and Cloudflare, one line each, with
- * what to fix. Read-only: it creates nothing anywhere. Exits 1 if any check fails.
+ * what to fix. Read-only (it creates nothing anywhere) unless asked for `--create-team-gate`. Exits 1 if any check fails.
  */
 export function registerDoctorCommand(program: Command, context: CliContext): void {
   program
     .command('doctor')
     .description('check the configuration, PostgreSQL, migrations, Redis and the Cloudflare credentials; one line each, with what to fix')
     .option('--json', 'print {ok, checks: [{name, status, message, fix?}]}')
-    .action(async (options: { json?: boolean }) => {
-      const checks = await runChecks(context.env);
+    .option('--create-team-gate', 'with a team rule (ACCESS_TEAM_*): make or correct the wildcard Access team gate (the one write doctor makes)')
+    .action(async (options: { json?: boolean; createTeamGate?: boolean }) => {
+      const checks = await runChecks(context.env, { createTeamGate: Boolean(options.createTeamGate) });
       const failed = checks.filter((c) => c.status === 'fail').length;
       if (options.json) {
         context.stdout(json({ ok: failed === 0, checks }));
@@ -37,7 +38,7 @@ export function registerDoctorCommand(program: Command, context: CliContext): vo
     });
 }
 
-export async function runChecks(env: Record<string, string | undefined>): Promise<CheckResult[]> {
+export async function runChecks(env: Record<string, string | undefined>, options: { createTeamGate?: boolean } = {}): Promise<CheckResult[]> {
   let boot: BootConfig;
   try {
     boot = loadBootConfig(env);
@@ -70,12 +71,12 @@ export async function runChecks(env: Record<string, string | undefined>): Promis
       ...checks,
       { name: 'stores', status: 'fail', message: `cannot start the development PostgreSQL or Redis: ${describeError(error)}`, fix: 'set DATABASE_URL and REDIS_URL, or install what the message names' },
       ...['database', 'migrations', 'redis'].map((name): CheckResult => ({ name, status: 'skipped', message: 'skipped: no store to check' })),
-      ...(await checkCloudflare(boot)),
+      ...(await checkCloudflare(boot, options)),
     ];
   }
   try {
     const { config, description } = services;
-    const [database, redis, cloudflare] = await Promise.all([checkDatabase(config, description), checkRedis(config, description), checkCloudflare(config)]);
+    const [database, redis, cloudflare] = await Promise.all([checkDatabase(config, description), checkRedis(config, description), checkCloudflare(config, options)]);
     return [...checks, ...database, redis, ...cloudflare];
   } finally {
     await services.stop();
@@ -172,7 +173,7 @@ async function checkRedis(config: Config, description: ServicesDescription): Pro
   }
 }
 
-async function checkCloudflare(config: BootConfig): Promise<CheckResult[]> {
+async function checkCloudflare(config: BootConfig, options: { createTeamGate?: boolean }): Promise<CheckResult[]> {
   if (config.cloudflare.mode === 'emulator') {
     return [{
       name: 'cloudflare',
@@ -188,5 +189,9 @@ async function checkCloudflare(config: BootConfig): Promise<CheckResult[]> {
   ]);
   // Unmetered and without retries: four reads, each answered or failed at once.
   const client = createCloudflareClient({ ...config.cloudflare, maxRetries: 0, timeoutMs: Math.min(config.cloudflare.timeoutMs, PROBE_TIMEOUT_MS * 2) });
-  return checkCloudflareAccess(client, config.cloudflare, config.tunnels.domain);
+  const results = await checkCloudflareAccess(client, config.cloudflare, config.tunnels.domain);
+  // Cloudflare Access (docs/access.md): checked when a team rule is configured.
+  if (!hasTeamRule(config.access) || results.some((r) => r.name === 'cloudflare token' && r.status === 'fail')) return results;
+  const [{ checkAccessGates }, { default: pino }] = await Promise.all([import('../../cloudflare/access-gate-checks.js'), import('pino')]);
+  return [...results, ...(await checkAccessGates(client, config.cloudflare, config.access, config.tunnels.domain, pino({ level: 'silent' }), options))];
 }

@@ -12,9 +12,12 @@ import { FaultRegistry, FaultRuleError } from './faults.js';
 import { matchRoute } from './routes.js';
 import { EmulatorStore } from './store.js';
 import type {
+  AccessAudience,
   ActiveFault,
   CloudflareEmulator,
   DeletionRecord,
+  EmulatedAccessApp,
+  EmulatedAccessPolicy,
   EmulatedDnsRecord,
   EmulatedTunnel,
   EmulatorOptions,
@@ -22,6 +25,7 @@ import type {
   EndpointName,
   FaultKind,
   FaultRule,
+  GateLogEntry,
   RequestLogEntry,
   RequestMatch,
   TunnelConfiguration,
@@ -198,6 +202,26 @@ class Emulator implements CloudflareEmulator {
     return this.#store.dnsRecords();
   }
 
+  accessApps(): EmulatedAccessApp[] {
+    return this.#store.accessApps();
+  }
+
+  accessPolicies(): EmulatedAccessPolicy[] {
+    return this.#store.accessPolicies();
+  }
+
+  audience(hostname: string): AccessAudience {
+    return this.#store.audience(hostname);
+  }
+
+  canOpen(hostname: string, email: string | null): boolean {
+    return this.#store.canOpen(hostname, email);
+  }
+
+  gateLog(): GateLogEntry[] {
+    return this.#store.gateLog();
+  }
+
   configuration(tunnelId: string): TunnelConfiguration | undefined {
     return this.#store.configuration(tunnelId);
   }
@@ -227,6 +251,8 @@ class Emulator implements CloudflareEmulator {
       latencyMs: this.#latencyMs,
       tunnels: this.#store.allTunnels(),
       dnsRecords: this.#store.dnsRecords(),
+      accessApps: this.#store.accessApps(),
+      accessPolicies: this.#store.accessPolicies(),
       requestCounts: Object.fromEntries(this.#counts),
       totalRequests: this.#log.length,
       faults: this.#faults.list(),
@@ -434,6 +460,10 @@ class Emulator implements CloudflareEmulator {
       let m: RegExpExecArray | null;
       if (method === 'GET' && path === '/state') return send(200, this.state());
       if (method === 'GET' && path === '/requests') return send(200, { requests: this.#log });
+      if (method === 'GET' && path === '/audience') {
+        const hostname = new URLSearchParams(search).get('hostname') ?? '';
+        return send(200, this.audience(hostname));
+      }
       if (method === 'GET' && path === '/faults') return send(200, { faults: this.faults() });
       if (method === 'POST' && path === '/faults') return send(201, { id: this.#faults.add(body) });
       if (method === 'DELETE' && path === '/faults') return send(200, { cleared: this.#faults.clear() });

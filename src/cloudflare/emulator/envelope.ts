@@ -38,6 +38,16 @@ export const ErrorCode = {
   NO_ROUTE: 7000,
   /** live: identifier in the path is malformed (HTTP 400). */
   INVALID_IDENTIFIER: 7003,
+  /** emulator: invalid Access request (HTTP 400); the live API answers 12xxx codes with access.api.error.* messages. */
+  ACCESS_INVALID: 12000,
+  /** emulator: Access application or policy not found (HTTP 404). */
+  ACCESS_NOT_FOUND: 12130,
+  /** emulator: a reusable policy still attached to an application cannot be deleted (HTTP 400). */
+  ACCESS_POLICY_IN_USE: 12131,
+  /** emulator: another application already has this domain (HTTP 400). */
+  ACCESS_DOMAIN_TAKEN: 12132,
+  /** emulator: the account's 500 applications (or 500 reusable policies) are used up (HTTP 400). */
+  ACCESS_LIMIT: 12133,
   /** emulator: injected 5xx. */
   INTERNAL: 10001,
   /** emulator: request body too large (HTTP 413). */

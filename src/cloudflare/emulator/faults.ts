@@ -21,6 +21,17 @@ export const ENDPOINT_NAMES: readonly EndpointName[] = [
   'zone.get',
   'user.tokens.verify',
   'account.tokens.verify',
+  'access.app.create',
+  'access.app.list',
+  'access.app.get',
+  'access.app.update',
+  'access.app.delete',
+  'access.policy.create',
+  'access.policy.list',
+  'access.policy.get',
+  'access.policy.update',
+  'access.policy.delete',
+  'access.identity_providers.list',
 ];
 
 const KINDS: readonly FaultKind[] = ['error5xx', 'rateLimit', 'hang', 'latency', 'lostResponse'];

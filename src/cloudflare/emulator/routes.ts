@@ -6,6 +6,8 @@ export interface RouteParams {
   tunnelId?: string;
   connectorId?: string;
   recordId?: string;
+  appId?: string;
+  policyId?: string;
 }
 
 export type RouteMatch =
@@ -61,6 +63,31 @@ const ROUTES: Route[] = [
     pattern: new RegExp(`^/zones/${SEG}/dns_records/${SEG}$`),
     keys: ['zoneId', 'recordId'],
     methods: { GET: 'dns.get', PATCH: 'dns.edit', PUT: 'dns.update', DELETE: 'dns.delete' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/access/apps$`),
+    keys: ['accountId'],
+    methods: { POST: 'access.app.create', GET: 'access.app.list' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/access/apps/${SEG}$`),
+    keys: ['accountId', 'appId'],
+    methods: { GET: 'access.app.get', PUT: 'access.app.update', DELETE: 'access.app.delete' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/access/policies$`),
+    keys: ['accountId'],
+    methods: { POST: 'access.policy.create', GET: 'access.policy.list' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/access/policies/${SEG}$`),
+    keys: ['accountId', 'policyId'],
+    methods: { GET: 'access.policy.get', PUT: 'access.policy.update', DELETE: 'access.policy.delete' },
+  },
+  {
+    pattern: new RegExp(`^/accounts/${SEG}/access/identity_providers$`),
+    keys: ['accountId'],
+    methods: { GET: 'access.identity_providers.list' },
   },
   // What `tunnel-broker doctor` reads to check the credentials.
   {

@@ -1,9 +1,14 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { ApiFailure, ErrorCode, ok, type ApiReply, type ResultInfo } from './envelope.js';
+import { AccessStore } from './access-store.js';
 import type { RouteParams } from './routes.js';
 import type {
+  AccessAudience,
   DeletionRecord,
+  EmulatedAccessApp,
+  EmulatedAccessPolicy,
+  GateLogEntry,
   EmulatedConnection,
   EmulatedDnsRecord,
   EmulatedTunnel,
@@ -126,6 +131,11 @@ function parseBool(raw: string | null, name: string, onError: (m: string) => Api
   throw onError(`${name} must be true or false`);
 }
 
+/** Requests after which the gate log records which proxied hostnames have no Access application. */
+const GATE_CHANGES: ReadonlySet<EndpointName> = new Set<EndpointName>([
+  'dns.create', 'dns.edit', 'dns.update', 'dns.delete', 'access.app.create', 'access.app.update', 'access.app.delete',
+]);
+
 export class EmulatorStore {
   readonly #tunnels = new Map<string, TunnelRecord>();
   /** Only non-deleted tunnels, so a soft-deleted name is free again. */
@@ -133,6 +143,8 @@ export class EmulatorStore {
   readonly #dns = new Map<string, EmulatedDnsRecord>();
   readonly #dnsByName = new Map<string, Set<string>>();
   readonly #deletions: DeletionRecord[] = [];
+  readonly #access = new AccessStore();
+  readonly #gateLog: GateLogEntry[] = [];
 
   /** The API token's identifier tag, as token verification reports it. */
   readonly #tokenId = randomBytes(16).toString('hex');
@@ -146,6 +158,8 @@ export class EmulatorStore {
     this.#dns.clear();
     this.#dnsByName.clear();
     this.#deletions.length = 0;
+    this.#access.reset();
+    this.#gateLog.length = 0;
   }
 
   /** `requestIndex` is the request's place in the emulator's log, for the deletion record. */
@@ -153,7 +167,9 @@ export class EmulatorStore {
     try {
       if (params.accountId !== undefined) this.#checkScope(params.accountId, this.cfg.accountId, pathname);
       if (params.zoneId !== undefined) this.#checkScope(params.zoneId, this.cfg.zoneId, pathname);
-      return this.#dispatch(endpoint, params, query, body, requestIndex);
+      const reply = this.#access.dispatch(endpoint, params, query, body) ?? this.#dispatch(endpoint, params, query, body, requestIndex);
+      if (GATE_CHANGES.has(endpoint)) this.#logGates(endpoint, requestIndex);
+      return reply;
     } catch (err) {
       if (err instanceof ApiFailure) return err.toReply();
       throw err;
@@ -239,6 +255,9 @@ export class EmulatorStore {
         this.#deletions.push({ resource: 'dns_record', id: rec.id, name: rec.name, content: rec.content, deletedAt: nowIso(), requestIndex });
         return ok({ id: rec.id });
       }
+      default:
+        // The Access endpoints are answered by AccessStore before this switch.
+        throw new ApiFailure(404, ErrorCode.NO_ROUTE, `No route for ${endpoint}`);
     }
   }
 
@@ -466,6 +485,33 @@ export class EmulatorStore {
     }
     if (removed > 0 && t.connectors.size === 0) t.connsInactiveAt = nowIso();
     return removed;
+  }
+
+  // ---- Access --------------------------------------------------------------
+
+  #logGates(endpoint: EndpointName, requestIndex: number): void {
+    const ungated = [...this.#dns.values()].filter((r) => r.proxied && this.#access.gateOf(r.name) === undefined).map((r) => r.name);
+    this.#gateLog.push({ requestIndex, endpoint, ungated });
+  }
+
+  accessApps(): EmulatedAccessApp[] {
+    return this.#access.apps();
+  }
+
+  accessPolicies(): EmulatedAccessPolicy[] {
+    return this.#access.policies();
+  }
+
+  audience(hostname: string): AccessAudience {
+    return this.#access.audience(hostname);
+  }
+
+  canOpen(hostname: string, email: string | null): boolean {
+    return this.#access.canOpen(hostname, email);
+  }
+
+  gateLog(): GateLogEntry[] {
+    return this.#gateLog.map((e) => ({ ...e, ungated: [...e.ungated] }));
   }
 
   // ---- in-process / control access ----------------------------------------

@@ -35,7 +35,18 @@ export type EndpointName =
   | 'dns.delete'
   | 'zone.get'
   | 'user.tokens.verify'
-  | 'account.tokens.verify';
+  | 'account.tokens.verify'
+  | 'access.app.create'
+  | 'access.app.list'
+  | 'access.app.get'
+  | 'access.app.update'
+  | 'access.app.delete'
+  | 'access.policy.create'
+  | 'access.policy.list'
+  | 'access.policy.get'
+  | 'access.policy.update'
+  | 'access.policy.delete'
+  | 'access.identity_providers.list';
 
 export type FaultKind = 'error5xx' | 'rateLimit' | 'hang' | 'latency' | 'lostResponse';
 
@@ -140,6 +151,49 @@ export interface EmulatedDnsRecord {
   modified_on: string;
 }
 
+export interface EmulatedAccessApp {
+  id: string;
+  aud: string;
+  name: string;
+  type: 'self_hosted';
+  domain: string;
+  self_hosted_domains: string[];
+  session_duration: string;
+  /** Reusable policies by id, with their precedence (1 first). */
+  policies: Array<{ id: string; precedence: number }>;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface EmulatedAccessPolicy {
+  id: string;
+  name: string;
+  decision: 'allow' | 'deny' | 'non_identity' | 'bypass';
+  include: Array<Record<string, unknown>>;
+  exclude: Array<Record<string, unknown>>;
+  require: Array<Record<string, unknown>>;
+  reusable: true;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Who can open a hostname, by the most specific Access application that covers it. */
+export type AccessAudience =
+  | { gate: 'none' }
+  | { gate: 'public'; appId: string; appName: string }
+  | { gate: 'login'; appId: string; appName: string; emails: string[]; emailDomains: string[] };
+
+/**
+ * After a request that changed DNS records or Access applications: the proxied DNS records
+ * that then had no Access application over them. Lets a test prove a hostname never
+ * resolved without its gate.
+ */
+export interface GateLogEntry {
+  requestIndex: number;
+  endpoint: EndpointName;
+  ungated: string[];
+}
+
 export interface EmulatorState {
   url: string;
   accountId: string;
@@ -149,6 +203,8 @@ export interface EmulatorState {
   /** Every tunnel, soft-deleted ones included. */
   tunnels: EmulatedTunnel[];
   dnsRecords: EmulatedDnsRecord[];
+  accessApps: EmulatedAccessApp[];
+  accessPolicies: EmulatedAccessPolicy[];
   requestCounts: Partial<Record<EndpointName | 'unknown', number>>;
   totalRequests: number;
   faults: ActiveFault[];
@@ -192,6 +248,14 @@ export interface CloudflareEmulator {
   liveTunnels(): EmulatedTunnel[];
   allTunnels(): EmulatedTunnel[];
   dnsRecords(): EmulatedDnsRecord[];
+  accessApps(): EmulatedAccessApp[];
+  accessPolicies(): EmulatedAccessPolicy[];
+  /** Who can open `hostname` now, by the most specific Access application (test-only). */
+  audience(hostname: string): AccessAudience;
+  /** Whether a visitor logged in as `email` (null: anonymous) gets through to `hostname`. */
+  canOpen(hostname: string, email: string | null): boolean;
+  /** One entry per request that changed DNS records or Access applications (see GateLogEntry). */
+  gateLog(): GateLogEntry[];
   /** The stored configuration record (same shape as the GET configurations result), if any was PUT. */
   configuration(tunnelId: string): TunnelConfiguration | undefined;
   /** Simulate a cloudflared connector attached to the tunnel (so plain delete fails with 1022). Returns the connector (client) id. */

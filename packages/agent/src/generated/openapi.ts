@@ -94,7 +94,11 @@ export interface paths {
         delete: operations["deleteTunnel"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change who may open a live tunnel's URL, in place (same hostname)
+         * @description Owner only. One change at a time per tunnel: a concurrent one is 503 SERVICE_UNAVAILABLE with Retry-After.
+         */
+        patch: operations["updateTunnel"];
         trace?: never;
     };
     "/v1/tunnels/{tunnelId}/heartbeat": {
@@ -296,6 +300,16 @@ export interface operations {
                             createdAt: string;
                             /** Format: date-time */
                             expiresAt: string | null;
+                            /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                            access: {
+                                /**
+                                 * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                                 * @enum {string}
+                                 */
+                                mode: "team" | "public" | "emails";
+                                /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                                emails?: string[];
+                            };
                         }[];
                     };
                 };
@@ -403,6 +417,16 @@ export interface operations {
                     port: number;
                     /** @description Subdomain to use (lower-cased). Random when omitted. */
                     requestedSlug?: string;
+                    /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                    access?: {
+                        /**
+                         * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                         * @enum {string}
+                         */
+                        mode: "team" | "public" | "emails";
+                        /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                        emails?: string[];
+                    };
                 } & {
                     [key: string]: unknown;
                 };
@@ -434,6 +458,16 @@ export interface operations {
                         expiresAt: string;
                         /** Format: date-time */
                         createdAt: string;
+                        /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                        access?: {
+                            /**
+                             * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                             * @enum {string}
+                             */
+                            mode: "team" | "public" | "emails";
+                            /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                            emails?: string[];
+                        };
                     };
                 };
             };
@@ -471,7 +505,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description FORBIDDEN: This token does not allow that request. */
+            /** @description FORBIDDEN: This token does not allow that request. | ACCESS_PUBLIC_FORBIDDEN: Public tunnels are not allowed here; choose the team or a list of emails. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -479,7 +513,7 @@ export interface operations {
                 content: {
                     "application/json": {
                         /** @enum {string} */
-                        code: "FORBIDDEN";
+                        code: "FORBIDDEN" | "ACCESS_PUBLIC_FORBIDDEN";
                         message: string;
                         details?: {
                             [key: string]: unknown;
@@ -656,10 +690,20 @@ export interface operations {
                         createdAt: string;
                         /** Format: date-time */
                         expiresAt: string | null;
+                        /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                        access: {
+                            /**
+                             * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                             * @enum {string}
+                             */
+                            mode: "team" | "public" | "emails";
+                            /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                            emails?: string[];
+                        };
                         /** @description With `?include=events` only. */
                         events?: {
                             /** @enum {string} */
-                            type: "created" | "create_failed" | "heartbeat_lapsed" | "delete_requested" | "ended" | "end_failed" | "orphan_removed";
+                            type: "created" | "create_failed" | "heartbeat_lapsed" | "delete_requested" | "ended" | "end_failed" | "orphan_removed" | "access_changed";
                             /** @description `user:<id>`, `operator:<name>`, `reaper`, `reconciler` or `system`. */
                             actor: string;
                             /** Format: date-time */
@@ -850,6 +894,230 @@ export interface operations {
                     "application/json": {
                         /** @enum {string} */
                         code: "TUNNEL_NOT_FOUND";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description RATE_LIMITED: Too many requests; retry later. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying, with RATE_LIMITED (when the broker can tell). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "RATE_LIMITED";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description INTERNAL_ERROR: Internal server error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "INTERNAL_ERROR";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description UPSTREAM_ERROR: The tunnel provider failed; retry later. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "UPSTREAM_ERROR";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description UPSTREAM_UNAVAILABLE: The tunnel provider is unavailable; retry later. | SERVICE_UNAVAILABLE: The service is temporarily unavailable; retry later. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying, with UPSTREAM_UNAVAILABLE, SERVICE_UNAVAILABLE (when the broker can tell). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "UPSTREAM_UNAVAILABLE" | "SERVICE_UNAVAILABLE";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+    };
+    updateTunnel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description One of the caller's tunnels, named by its id, its hostname (`my-app.<TUNNEL_DOMAIN>`; any case, a trailing dot allowed) or its slug (`my-app`). A hostname or slug names a tunnel that has not ended; anything else (another user's tunnel, a hostname outside TUNNEL_DOMAIN) is 404 TUNNEL_NOT_FOUND. */
+                tunnelId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                    access: {
+                        /**
+                         * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                         * @enum {string}
+                         */
+                        mode: "team" | "public" | "emails";
+                        /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                        emails?: string[];
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        hostname: string;
+                        slug: string;
+                        port: number;
+                        /** @enum {string} */
+                        status: "creating" | "active" | "ending";
+                        /** Format: date-time */
+                        createdAt: string;
+                        /** Format: date-time */
+                        expiresAt: string | null;
+                        /** @description Who may open the URL (Cloudflare Access). Without it, the operator's default (ACCESS_DEFAULT_MODE). */
+                        access: {
+                            /**
+                             * @description `team`: only the operator's team (its identity provider, or a one-time PIN by email); `public`: anyone; `emails`: only the addresses in `emails`.
+                             * @enum {string}
+                             */
+                            mode: "team" | "public" | "emails";
+                            /** @description With `emails` only: 1-20 addresses. The owner's own address is added when the access token carries an `email` claim. */
+                            emails?: string[];
+                        };
+                    };
+                };
+            };
+            /** @description INVALID_INPUT: The request is invalid. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "INVALID_INPUT";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description UNAUTHORIZED: A valid bearer token is required. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "UNAUTHORIZED";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description FORBIDDEN: This token does not allow that request. | ACCESS_PUBLIC_FORBIDDEN: Public tunnels are not allowed here; choose the team or a list of emails. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "FORBIDDEN" | "ACCESS_PUBLIC_FORBIDDEN";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description TUNNEL_NOT_FOUND: Tunnel not found. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "TUNNEL_NOT_FOUND";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE: The request body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "PAYLOAD_TOO_LARGE";
+                        message: string;
+                        details?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE: The request body must be application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        code: "UNSUPPORTED_MEDIA_TYPE";
                         message: string;
                         details?: {
                             [key: string]: unknown;
