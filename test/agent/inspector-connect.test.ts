@@ -45,7 +45,8 @@ describe('tunnel connect with the inspector', () => {
     const port = Number(new URL(inspectorUrl).port);
     expect(port).toBeGreaterThan(taken);
     expect(agent.output()).toContain(`Port ${taken} is taken; the inspector is on port ${port} instead.`);
-    expect(agent.output()).toMatch(new RegExp(`Forwarding\\s+https://\\S+\\s+->\\s+http://localhost:${appPort}\\n\\s+Inspector\\s+${inspectorUrl}`));
+    // The URL, who can open it (issue 12), then the inspector.
+    expect(agent.output()).toMatch(new RegExp(`Forwarding\\s+https://\\S+\\s+->\\s+http://localhost:${appPort}\\n\\s+Who can open [^\\n]+\\n\\s+Inspector\\s+${inspectorUrl}`));
 
     const tunnel = await tunnelOf(userId);
     expect(tunnel.port).not.toBe(appPort);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/env.js';
+import { ConfigError, loadBootConfig } from '../../src/config/env.js';
 
 function problems(env: Record<string, string>): string[] {
   try {
-    loadConfig(env);
+    loadBootConfig(env);
   } catch (error) {
     if (error instanceof ConfigError) return error.problems;
     throw error;
@@ -13,13 +13,13 @@ function problems(env: Record<string, string>): string[] {
 
 describe('the ACCESS_ variables', () => {
   it('default to no team rule and public tunnels: the broker before Access', () => {
-    expect(loadConfig({}).access).toEqual({ teamEmailDomains: [], teamEmails: [], defaultMode: 'public', allowPublic: true, sessionDuration: '24h' });
+    expect(loadBootConfig({}).access).toEqual({ teamEmailDomains: [], teamEmails: [], defaultMode: 'public', allowPublic: true, sessionDuration: '24h' });
   });
 
   it('make team the default once a team rule is set, lower-cased and deduplicated', () => {
-    const config = loadConfig({ ACCESS_TEAM_EMAIL_DOMAINS: 'Team.Example, @other.example,team.example', ACCESS_TEAM_EMAILS: 'Ada@Else.Example', ACCESS_SESSION_DURATION: '30m', ACCESS_ALLOW_PUBLIC: 'false' });
+    const config = loadBootConfig({ ACCESS_TEAM_EMAIL_DOMAINS: 'Team.Example, @other.example,team.example', ACCESS_TEAM_EMAILS: 'Ada@Else.Example', ACCESS_SESSION_DURATION: '30m', ACCESS_ALLOW_PUBLIC: 'false' });
     expect(config.access).toEqual({ teamEmailDomains: ['team.example', 'other.example'], teamEmails: ['ada@else.example'], defaultMode: 'team', allowPublic: false, sessionDuration: '30m' });
-    expect(loadConfig({ ACCESS_TEAM_EMAILS: 'a@b.example', ACCESS_DEFAULT_MODE: 'public' }).access.defaultMode).toBe('public');
+    expect(loadBootConfig({ ACCESS_TEAM_EMAILS: 'a@b.example', ACCESS_DEFAULT_MODE: 'public' }).access.defaultMode).toBe('public');
   });
 
   it('refuse what cannot work, naming the variable', () => {
