@@ -45,6 +45,8 @@ const positiveInt = (name: string, raw: string): number => {
   if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number (got ${raw})`);
   return n;
 };
+// The harness waits for each broker's "ready" line, which is logged at info.
+if (!['info', 'debug', 'trace'].includes(values['log-level']!)) throw new Error(`--log-level must be info, debug or trace (got ${values['log-level']}): the harness reads each broker's info-level "ready" line`);
 const minutes = positiveInt('minutes', values.minutes!);
 const maxCommands = Math.round(positiveInt('max-commands', values['max-commands']!));
 const quiescenceMs = positiveInt('quiescence-seconds', values['quiescence-seconds']!) * 1000;
