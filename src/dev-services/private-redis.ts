@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Redis } from 'ioredis';
+import { withOneShotRedis } from '../redis/one-shot-client.js';
 import { freePort } from './free-port.js';
 import { processAlive, type ServerProcess, spawnServer, waitUntilReady } from './server-process.js';
 
@@ -128,21 +128,10 @@ function urlFor(port: number): string {
   return `redis://127.0.0.1:${port}`;
 }
 
-async function withClient<T>(url: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  redis.on('error', () => {});
-  try {
-    await redis.connect();
-    return await fn(redis);
-  } finally {
-    redis.disconnect();
-  }
-}
-
 async function ping(url: string): Promise<boolean> {
-  return withClient(url, async (redis) => (await redis.ping()) === 'PONG').catch(() => false);
+  return withOneShotRedis(url, async (redis) => (await redis.ping()) === 'PONG').catch(() => false);
 }
 
 async function version(url: string): Promise<string> {
-  return withClient(url, async (redis) => /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? 'unknown');
+  return withOneShotRedis(url, async (redis) => /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? 'unknown');
 }

@@ -29,6 +29,9 @@ export function createRedisClient(options: RedisPluginOptions, overrides: RedisO
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
     retryStrategy,
+    // A node that answers READONLY was demoted (a failover): reconnect, which asks the
+    // sentinels for the primary again, and resend the command.
+    reconnectOnError: (error) => (/READONLY/.test(error.message) ? 2 : false),
     ...overrides,
   };
   if (!options.sentinel) return new Redis(options.url, common);

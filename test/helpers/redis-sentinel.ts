@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { freePort } from '../../src/dev-services/free-port.js';
+import { withOneShotRedis } from '../../src/redis/one-shot-client.js';
 import { type ServerProcess, spawnServer, waitUntilReady } from '../../src/dev-services/server-process.js';
 import { trackService } from './process.js';
 import { tempDir } from './temp-dir.js';
@@ -100,15 +101,8 @@ export async function startSentinelTopology(): Promise<SentinelTopology> {
   };
 }
 
-async function withNode<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  redis.on('error', () => {});
-  try {
-    await redis.connect();
-    return await fn(redis);
-  } finally {
-    redis.disconnect();
-  }
+function withNode<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  return withOneShotRedis({ host: '127.0.0.1', port }, fn);
 }
 
 const ping = (port: number) => withNode(port, async (r) => (await r.ping()) === 'PONG');

@@ -63,7 +63,10 @@ describe('Redis behind Sentinel', () => {
     killed = true;
     const killedAt = Date.now();
     await until('the sentinels promoted the replica', async () => (await topology.currentPrimaryPort()) === topology.replicaPort, 30_000);
-    await until('heartbeats answered 200 again', beatAll, 30_000);
+    await until('heartbeats answered 200 again', beatAll, 30_000).catch((error: Error) => {
+      const recent = broker.logs.lines.slice(-6).map((l) => `${String(l.msg)} ${JSON.stringify((l.err as { message?: string } | undefined)?.message ?? '')}`);
+      throw new Error(`${error.message}; the last answers: ${statuses.slice(-9).map((s) => s.status).join(' ')}; the broker's last log lines: ${recent.join(' | ')}`);
+    });
     const recoveredMs = Date.now() - killedAt;
     expect(recoveredMs).toBeLessThan((TTL_SECONDS - 2) * 1000);
 
