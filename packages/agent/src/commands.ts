@@ -278,7 +278,12 @@ function notOneOfYours(ref: TunnelRef): string {
     : `none of your live tunnels is "${tunnelRefText(ref)}". See them with: tunnel list`;
 }
 
-async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonOptions & { json: boolean }): Promise<number> {
+/**
+ * One broker request of a tunnel command (list, stop, access): a connection that cannot be
+ * resolved, a tunnel that is not the caller's (`target`) and the broker's other refusals
+ * are reported alike, as exit code 1 with the reason on stderr.
+ */
+async function withBrokerRequest(io: AgentIo, options: CommonOptions, target: TunnelRef | undefined, fn: (client: BrokerClient) => Promise<number>): Promise<number> {
   let resolved;
   try {
     resolved = await clientFor(io, options);
@@ -286,18 +291,19 @@ async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonO
     return report(io, error);
   }
   try {
-    let tunnels: TunnelSummary[];
-    if (target === undefined) {
-      tunnels = await resolved.client.listTunnels();
-    } else {
-      try {
-        tunnels = [await resolved.client.getTunnel(tunnelRefText(target))];
-      } catch (error) {
-        if (!(error instanceof BrokerError && error.gone)) throw error;
-        io.stderr.write(`error: ${notOneOfYours(target)}\n`);
-        return 1;
-      }
+    return await fn(resolved.client);
+  } catch (error) {
+    if (target !== undefined && error instanceof BrokerError && error.gone) {
+      io.stderr.write(`error: ${notOneOfYours(target)}\n`);
+      return 1;
     }
+    return brokerFailure(io, error, resolved.connection);
+  }
+}
+
+async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonOptions & { json: boolean }): Promise<number> {
+  return withBrokerRequest(io, options, target, async (client) => {
+    const tunnels: TunnelSummary[] = target === undefined ? await client.listTunnels() : [await client.getTunnel(tunnelRefText(target))];
     if (options.json) {
       io.stdout.write(`${JSON.stringify(tunnels, null, 2)}\n`);
       return 0;
@@ -311,35 +317,16 @@ async function list(io: AgentIo, target: TunnelRef | undefined, options: CommonO
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const row of rows) io.stdout.write(`${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')}\n`);
     return 0;
-  } catch (error) {
-    return brokerFailure(io, error, resolved.connection);
-  }
+  });
 }
 
 /** One request: the broker resolves the id, hostname or slug (a URL was reduced to its hostname). */
 async function stop(io: AgentIo, target: TunnelRef, options: CommonOptions): Promise<number> {
-  let resolved;
-  try {
-    resolved = await clientFor(io, options);
-  } catch (error) {
-    return report(io, error);
-  }
-  const { client, connection } = resolved;
-  try {
-    try {
-      await client.deleteTunnel(tunnelRefText(target));
-    } catch (error) {
-      if (error instanceof BrokerError && error.gone) {
-        io.stderr.write(`error: ${notOneOfYours(target)}\n`);
-        return 1;
-      }
-      throw error;
-    }
+  return withBrokerRequest(io, options, target, async (client) => {
+    await client.deleteTunnel(tunnelRefText(target));
     io.stdout.write(`Ended ${tunnelRefText(target)}.\n`);
     return 0;
-  } catch (error) {
-    return brokerFailure(io, error, connection);
-  }
+  });
 }
 
 async function changeAccess(io: AgentIo, target: TunnelRef, audience: string | undefined, options: CommonOptions & { allow?: string[] }): Promise<number> {
@@ -354,23 +341,11 @@ async function changeAccess(io: AgentIo, target: TunnelRef, audience: string | u
     io.stderr.write('error: say who may open it: `team`, `public`, or --allow a@x.com,b@y.com\n');
     return 1;
   }
-  let resolved;
-  try {
-    resolved = await clientFor(io, options);
-  } catch (error) {
-    return report(io, error);
-  }
-  try {
-    const tunnel = await resolved.client.updateAccess(tunnelRefText(target), access);
+  return withBrokerRequest(io, options, target, async (client) => {
+    const tunnel = await client.updateAccess(tunnelRefText(target), access);
     io.stdout.write(`https://${tunnel.hostname}  Who can open: ${describeAccess(tunnel.access)}\n`);
     return 0;
-  } catch (error) {
-    if (error instanceof BrokerError && error.gone) {
-      io.stderr.write(`error: ${notOneOfYours(target)}\n`);
-      return 1;
-    }
-    return brokerFailure(io, error, resolved.connection);
-  }
+  });
 }
 
 async function login(io: AgentIo, options: ConnectionFlags): Promise<number> {
