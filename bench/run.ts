@@ -38,6 +38,7 @@ import { startCloudflareEmulator, type CloudflareEmulator } from '../src/cloudfl
 import { withDatabase } from '../src/db/migrate.js';
 import type { PrivateRedis } from '../test/helpers/private-services.js';
 import { startTestServices } from '../test/helpers/test-services.js';
+import { HEARTBEAT_BUCKET_KEYS, HEARTBEAT_BUCKETS } from '../src/tunnels/heartbeat-keys.js';
 import { INSPECTOR_HEADING, inspectorSection, inspectorSummaryRows, renderInspectorSection, type InspectorResult } from './inspector.js';
 import { readProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import { bearerHeaders, type TokenKind } from './lib/tokens.js';
@@ -74,6 +75,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const services = await startTestServices({ TEST_DATABASE_URL: process.env.BENCH_DATABASE_URL, TEST_REDIS_URL: process.env.BENCH_REDIS_URL });
 process.env.TEST_DATABASE_URL = services.databaseServerUrl;
 process.env.TEST_REDIS_URL = services.redisUrl;
+process.env.TEST_REDIS_CLUSTER_NODES = services.redisClusterNodes;
 const { startPrivateRedis } = await import('../test/helpers/private-services.js');
 const { deleteKeysUnderPrefix } = await import('../test/helpers/redis-keys.js');
 const PG_SERVER_URL = services.databaseServerUrl;
@@ -660,7 +662,7 @@ interface ReaperResult {
   verdict: Verdict;
   footprint: {
     redisBytesPer10k: { first10k: number; next90kPer10k: number };
-    hbKeyBytes: number;
+    ownersBytesAt100k: number;
     deadlinesBytesAt100k: number;
     reaperRss: Array<{ live: number; rss: number }>;
   };
@@ -693,7 +695,7 @@ async function reaperSection(ctx: Ctx): Promise<ReaperResult> {
 
   // Seed each live count into its own space; Redis memory is read between the two.
   const memory: number[] = [await redisUsedMemory(raw)];
-  let hbKeyBytes = Number.NaN;
+  let ownersBytesAt100k = Number.NaN;
   let deadlinesBytesAt100k = Number.NaN;
   const spaces: ReaperSpace[] = [];
   for (const live of REAPER.steps) {
@@ -709,8 +711,11 @@ async function reaperSection(ctx: Ctx): Promise<ReaperResult> {
     await Promise.all([withPg(db.url, (c) => insertTunnels(c, tunnels)), seedLiveState(redis, tunnels, liveTtlMs)]);
     await markEpoch(redis);
     memory.push(await redisUsedMemory(raw));
-    if (Number.isNaN(hbKeyBytes)) hbKeyBytes = Number(await raw.call('MEMORY', 'USAGE', `${prefix}hb:${tunnels[0]!.id}`));
-    if (live >= 100_000) deadlinesBytesAt100k = Number(await raw.call('MEMORY', 'USAGE', `${prefix}deadlines`, 'SAMPLES', '0'));
+    if (live >= 100_000) {
+      const usage = async (key: string) => Number(await raw.call('MEMORY', 'USAGE', `${prefix}${key}`, 'SAMPLES', '0'));
+      ownersBytesAt100k = (await Promise.all(HEARTBEAT_BUCKET_KEYS.map((k) => usage(k.owners)))).reduce((a, b) => a + b, 0);
+      deadlinesBytesAt100k = (await Promise.all(HEARTBEAT_BUCKET_KEYS.map((k) => usage(k.deadlines)))).reduce((a, b) => a + b, 0);
+    }
 
     // As autovacuum would, eventually: fresh statistics, so the planner knows the table's size.
     // Then autovacuum is kept out: its work would land in the counters at random.
@@ -801,7 +806,7 @@ async function reaperSection(ctx: Ctx): Promise<ReaperResult> {
         first10k: ((memory[1]! - memory[0]!) * 10_000) / REAPER.steps[0]!,
         next90kPer10k: memory.length > 2 ? ((memory[2]! - memory[1]!) * 10_000) / REAPER.steps[1]! : Number.NaN,
       },
-      hbKeyBytes,
+      ownersBytesAt100k,
       deadlinesBytesAt100k,
       reaperRss: measurements.map((m) => ({ live: m.live, rss: m.brokerRss })),
     },
@@ -1008,7 +1013,7 @@ function renderMarkdown(r: Report): string {
   const p = r.reaper;
   if (p) {
     out.push('## 3. Reaper', '');
-    out.push(`${fmt(p.due)} expired tunnels (rows \`active\`, real tunnels and DNS records in the emulator, heartbeat keys gone, deadlines then moved into the past with one ZADD) reaped by a broker with BROKER_ROLE=reaper (sweep every ${REAPER.sweepIntervalSeconds} s, the default batch of 100 and concurrency of 8), among ${REAPER.steps.map((s) => fmt(s)).join(' and ')} live tunnels seeded by multi-row INSERT and pipelined SET/ZADD, each live count in its own database and Redis key space. Redis is a private redis-server, so INFO commandstats counts this benchmark only (commands run inside Lua scripts included); PostgreSQL counters are pg_stat_database deltas of the live count's database (pg_stat_statements is not loaded on the local server) over the broker's whole life, from before it starts to after it exits (backends flush their statistics up to 10 s late while connected), divided by all it reaped, warm-up included; autovacuum is switched off on the benchmark tables after a VACUUM ANALYZE, so its work does not land in them. Each repetition is a fresh broker process that first reaps ${p.warmup} tunnels unmeasured (JIT, lazy module loading, pools); repetitions alternate the live counts (small, large, large, small); medians.${p.skippedReps > 0 ? ` ${p.skippedReps} repetition(s) per live count were skipped to stay within the time limit.` : ''}`, '');
+    out.push(`${fmt(p.due)} expired tunnels (rows \`active\`, real tunnels and DNS records in the emulator, owners gone, deadlines then moved into the past with one ZADD per bucket) reaped by a broker with BROKER_ROLE=reaper (sweep every ${REAPER.sweepIntervalSeconds} s, the default batch of 100 and concurrency of 8), among ${REAPER.steps.map((s) => fmt(s)).join(' and ')} live tunnels seeded by multi-row INSERT and pipelined HSET/ZADD per heartbeat bucket, each live count in its own database and Redis key space. Redis is a private redis-server, so INFO commandstats counts this benchmark only (commands run inside Lua scripts included); PostgreSQL counters are pg_stat_database deltas of the live count's database (pg_stat_statements is not loaded on the local server) over the broker's whole life, from before it starts to after it exits (backends flush their statistics up to 10 s late while connected), divided by all it reaped, warm-up included; autovacuum is switched off on the benchmark tables after a VACUUM ANALYZE, so its work does not land in them. Each repetition is a fresh broker process that first reaps ${p.warmup} tunnels unmeasured (JIT, lazy module loading, pools); repetitions alternate the live counts (small, large, large, small); medians.${p.skippedReps > 0 ? ` ${p.skippedReps} repetition(s) per live count were skipped to stay within the time limit.` : ''}`, '');
     out.push(markdownTable(
       ['live', 'rep', 'sweeps', 'sweep ms', 'wall ms', 'broker CPU ms', 'redis cmds', 'EVALSHA', 'pg xacts', 'tup returned', 'tup fetched', 'tup updated', 'blks hit', 'upstream calls'],
       p.measurements.map((m) => [fmt(m.live), String(m.rep + 1), String(m.sweeps), fmt(m.sweepMs), fmt(m.wallMs), fmt(m.cpuMs), fmt(m.redisCommands), fmt(m.redisEvalsha), fmt(m.pg.xact_commit), fmt(m.pg.tup_returned), fmt(m.pg.tup_fetched), fmt(m.pg.tup_updated), fmt(m.pg.blks_hit), fmt(m.upstreamCalls)]),
@@ -1035,7 +1040,7 @@ function renderMarkdown(r: Report): string {
     out.push('## 4. Footprint', '');
     if (p) {
       const f = p.footprint;
-      out.push(`- Redis (private redis-server, INFO used_memory deltas): ${fmtBytes(f.redisBytesPer10k.first10k)} for the first 10,000 live tunnels, ${fmtBytes(f.redisBytesPer10k.next90kPer10k)} per 10,000 from 10,000 to 100,000. One \`hb:<id>\` key: ${fmtBytes(f.hbKeyBytes)} (MEMORY USAGE); the \`deadlines\` sorted set at 100,000 members: ${fmtBytes(f.deadlinesBytesAt100k)}.`);
+      out.push(`- Redis (private redis-server, INFO used_memory deltas): ${fmtBytes(f.redisBytesPer10k.first10k)} for the first 10,000 live tunnels, ${fmtBytes(f.redisBytesPer10k.next90kPer10k)} per 10,000 from 10,000 to 100,000. At 100,000 members (MEMORY USAGE summed over the ${HEARTBEAT_BUCKETS} buckets): the \`hb:{hbN}\` owner hashes ${fmtBytes(f.ownersBytesAt100k)}, the \`deadlines:{hbN}\` sorted sets ${fmtBytes(f.deadlinesBytesAt100k)}.`);
       out.push(`- Reaper broker RSS after a reap: ${f.reaperRss.map((x) => `${fmtBytes(x.rss)} with ${fmt(x.live)} live`).join(', ')}. The broker keeps no per-tunnel state in memory (Redis and PostgreSQL hold it), so its RSS does not scale with live tunnels.`);
     }
     if (h) out.push(`- API broker RSS: ${fmtBytes(h.brokerRss.idle)} idle after start, ${fmtBytes(h.brokerRss.afterLoad)} after the heartbeat rounds over ${fmt(h.tunnels)} live tunnels of ${fmt(h.users)} users (the growth is heap and JIT under load plus the JWT verify cache, bounded at 10,000 tokens, not per-tunnel state). The floor: ${fmtBytes(h.floorRss.afterLoad)} after the same load.`);

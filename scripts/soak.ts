@@ -19,6 +19,7 @@ import { startTestServices } from '../test/helpers/test-services.js';
 const services = await startTestServices(process.env);
 process.env.TEST_DATABASE_URL = services.databaseServerUrl;
 process.env.TEST_REDIS_URL = services.redisUrl;
+process.env.TEST_REDIS_CLUSTER_NODES = services.redisClusterNodes;
 console.log(`soak: ${services.describe}`);
 const { formatPhases, runModel } = await import('../test/model/harness.js');
 const { World } = await import('../test/model/world.js');

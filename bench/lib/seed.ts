@@ -1,18 +1,14 @@
 /**
  * Seeding by direct writes, not through the API: rows in `tunnels` (multi-row INSERT
- * over unnest arrays) and the matching Redis state (pipelined SET PX / ZADD), in the
- * exact layout src/tunnels/heartbeat-store.ts reads. test/bench/harness.test.ts proves a
+ * over unnest arrays) and the matching Redis state (pipelined HSET / ZADD per heartbeat
+ * bucket), in the layout src/tunnels/heartbeat-keys.ts gives and heartbeat-store.ts reads. test/bench/harness.test.ts proves a
  * real HeartbeatStore accepts what is seeded here, so a change of layout fails `npm test`
  * rather than silently benchmarking nothing.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type pg from 'pg';
-
-/** Key names of src/tunnels/heartbeat-store.ts (relative to the client's keyPrefix). */
-export const HB_PREFIX = 'hb:';
-export const DEADLINES_KEY = 'deadlines';
-export const EPOCH_KEY = 'epoch';
+import type { RedisClient } from '../../src/redis/redis-client.js';
+import { HEARTBEAT_BUCKET_KEYS, heartbeatBucket } from '../../src/tunnels/heartbeat-keys.js';
 
 export interface SeedTunnel {
   id: string;
@@ -86,41 +82,61 @@ export async function insertTunnels(client: pg.Client | pg.PoolClient, tunnels: 
 
 const PIPELINE_BATCH = 2_000;
 
+/** The ids grouped by heartbeat bucket: a pipeline per bucket stays within one cluster slot. */
+function byBucket<T extends string | { id: string }>(items: readonly T[]): Map<number, T[]> {
+  const groups = new Map<number, T[]>();
+  for (const item of items) {
+    const bucket = heartbeatBucket(typeof item === 'string' ? item : item.id);
+    let group = groups.get(bucket);
+    if (!group) groups.set(bucket, (group = []));
+    group.push(item);
+  }
+  return groups;
+}
+
 /**
- * Live tunnels as a heartbeat leaves them: `hb:<id>` = owner with a TTL, and the
- * deadline in `deadlines`. `redis` must carry the broker's keyPrefix.
+ * Live tunnels as a heartbeat leaves them: the owner in its bucket's `hb:{hbN}` hash and the
+ * deadline in its `deadlines:{hbN}`. `redis` must carry the broker's keyPrefix.
  */
-export async function seedLiveState(redis: Redis, tunnels: readonly SeedTunnel[], ttlMs: number, nowMs = Date.now()): Promise<void> {
-  for (let offset = 0; offset < tunnels.length; offset += PIPELINE_BATCH) {
-    const pipeline = redis.pipeline();
-    const zargs: Array<string | number> = [];
-    for (const t of tunnels.slice(offset, offset + PIPELINE_BATCH)) {
-      pipeline.set(`${HB_PREFIX}${t.id}`, t.ownerId, 'PX', ttlMs);
-      zargs.push(nowMs + ttlMs, t.id);
+export async function seedLiveState(redis: RedisClient, tunnels: readonly SeedTunnel[], ttlMs: number, nowMs = Date.now()): Promise<void> {
+  for (const [bucket, group] of byBucket(tunnels)) {
+    const keys = HEARTBEAT_BUCKET_KEYS[bucket]!;
+    for (let offset = 0; offset < group.length; offset += PIPELINE_BATCH) {
+      const batch = group.slice(offset, offset + PIPELINE_BATCH);
+      const pipeline = redis.pipeline();
+      pipeline.hset(keys.owners, Object.fromEntries(batch.map((t) => [t.id, t.ownerId])));
+      pipeline.zadd(keys.deadlines, ...batch.flatMap((t) => [nowMs + ttlMs, t.id]));
+      const results = await pipeline.exec();
+      const failed = results?.find(([error]) => error);
+      if (failed) throw failed[0];
     }
-    pipeline.zadd(DEADLINES_KEY, ...zargs);
-    const results = await pipeline.exec();
-    const failed = results?.find(([error]) => error);
-    if (failed) throw failed[0];
   }
 }
 
 /**
- * Deadlines only, no heartbeat key: tunnels whose heartbeat has lapsed (Redis expired the
- * key), due at `deadlineMs`. Returns the ZADD's reply (members added).
+ * Deadlines only, no owner: tunnels whose heartbeat has lapsed, due at `deadlineMs`.
+ * Returns the ZADDs' replies (members added).
  */
-export async function setDeadlines(redis: Redis, ids: readonly string[], deadlineMs: number): Promise<number> {
+export async function setDeadlines(redis: RedisClient, ids: readonly string[], deadlineMs: number): Promise<number> {
   let added = 0;
-  for (let offset = 0; offset < ids.length; offset += PIPELINE_BATCH) {
-    const args = ids.slice(offset, offset + PIPELINE_BATCH).flatMap((id) => [deadlineMs, id]);
-    added += await redis.zadd(DEADLINES_KEY, ...args);
+  for (const [bucket, group] of byBucket(ids)) {
+    for (let offset = 0; offset < group.length; offset += PIPELINE_BATCH) {
+      const args = group.slice(offset, offset + PIPELINE_BATCH).flatMap((id) => [deadlineMs, id]);
+      added += await redis.zadd(HEARTBEAT_BUCKET_KEYS[bucket]!.deadlines, ...args);
+    }
   }
   return added;
 }
 
-/** Marks the key space as complete, so the broker does not rebuild it from PostgreSQL at start. */
-export async function markEpoch(redis: Redis): Promise<void> {
-  await redis.set(EPOCH_KEY, `${Date.now()}:bench`);
+/** Members of every bucket's deadline set. */
+export async function countDeadlines(redis: RedisClient): Promise<number> {
+  const cards = await Promise.all(HEARTBEAT_BUCKET_KEYS.map((k) => redis.zcard(k.deadlines)));
+  return cards.reduce((a, b) => a + b, 0);
+}
+
+/** Marks every bucket complete, so the broker does not rebuild it from PostgreSQL at start. */
+export async function markEpoch(redis: RedisClient): Promise<void> {
+  await Promise.all(HEARTBEAT_BUCKET_KEYS.map((k) => redis.set(k.epoch, `${Date.now()}:bench`)));
 }
 
 export interface UpstreamTarget {

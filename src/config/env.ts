@@ -65,6 +65,11 @@ export const EnvSchema = Type.Object({
   /** The primary's name in the sentinels' configuration (`sentinel monitor <name> ...`). */
   REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   REDIS_SENTINEL_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  /**
+   * Seed nodes of a Redis Cluster (host:port,...; or redis[s]://[user:password@]host:port,... for
+   * credentials and TLS, the same for every node). The broker then uses the cluster and ignores REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 3, maxLength: 4000 })),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   /** Also accept RS256/ES256 access tokens from an identity provider: a PEM public key, or a JWKS URL. */
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
@@ -206,6 +211,8 @@ export interface RedisConfig {
   url: string;
   keyPrefix: string;
   sentinel: { nodes: { host: string; port: number }[]; name: string; password: string | undefined } | undefined;
+  /** A Redis Cluster's seed nodes (REDIS_CLUSTER_NODES); `url` then only names the first, for messages. */
+  cluster: { nodes: { host: string; port: number }[]; tls: boolean; username: string | undefined; password: string | undefined } | undefined;
 }
 
 /** The project's own .data folder, wherever the broker is started from. */
@@ -301,7 +308,14 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
   const production = env.NODE_ENV === 'production';
   // The embedded PostgreSQL and the private Redis are for development: production names its stores.
   if (production && env.DATABASE_URL === undefined) problems.push('DATABASE_URL: required when NODE_ENV=production');
-  if (production && env.REDIS_URL === undefined && env.REDIS_SENTINELS === undefined) problems.push('REDIS_URL: required when NODE_ENV=production (or REDIS_SENTINELS)');
+  if (production && env.REDIS_URL === undefined && env.REDIS_SENTINELS === undefined && env.REDIS_CLUSTER_NODES === undefined) {
+    problems.push('REDIS_URL: required when NODE_ENV=production (or REDIS_SENTINELS, or REDIS_CLUSTER_NODES)');
+  }
+  const cluster = env.REDIS_CLUSTER_NODES === undefined ? undefined : clusterConfig(env.REDIS_CLUSTER_NODES);
+  if (typeof cluster === 'string') problems.push(`REDIS_CLUSTER_NODES: ${cluster}`);
+  if (cluster !== undefined && env.REDIS_SENTINELS !== undefined) problems.push('REDIS_CLUSTER_NODES, REDIS_SENTINELS: set one or the other (a Redis Cluster fails over by itself)');
+  // Braces would make the prefix a hash tag and put every key in one slot.
+  if (/[{}]/.test(env.REDIS_KEY_PREFIX)) problems.push('REDIS_KEY_PREFIX: must not contain { or } (Redis Cluster hash tags)');
   if ((env.REDIS_SENTINELS === undefined) !== (env.REDIS_SENTINEL_NAME === undefined)) {
     problems.push('REDIS_SENTINELS, REDIS_SENTINEL_NAME: set both (the sentinels and the name of the primary they watch) or neither');
   }
@@ -318,6 +332,7 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
   // Fatal in production. Elsewhere a warning: a developer trying a provider out should not
   // have to register an audience first, and a development broker is not exposed.
   if (unscoped) (production ? problems : warnings).push(unscoped);
+  if (cluster !== undefined && env.REDIS_URL !== undefined) warnings.push('REDIS_URL is ignored: REDIS_CLUSTER_NODES is set (put credentials and rediss:// in REDIS_CLUSTER_NODES)');
 
   const givenCloudflare = CLOUDFLARE_VARS.filter((k) => env[k] !== undefined);
   const useEmulator = !production && givenCloudflare.length === 0;
@@ -354,7 +369,7 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     directDatabaseUrl: env.DIRECT_DATABASE_URL,
     databasePool: { max: env.DATABASE_POOL_MAX, connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS },
     // With sentinels and no REDIS_URL: no credentials, plain TCP.
-    redis: { url: env.REDIS_URL ?? (env.REDIS_SENTINELS === undefined ? undefined : 'redis://'), keyPrefix: env.REDIS_KEY_PREFIX, sentinel: sentinelConfig(env) },
+    redis: redisConfig(env, cluster),
     devServices: { dataDir: env.DEV_DATA_DIR === undefined ? DEFAULT_DEV_DATA_DIR : path.resolve(env.DEV_DATA_DIR) },
     jwt: {
       secret: env.JWT_SECRET ?? DEV_JWT_SECRET,
@@ -396,6 +411,38 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     log: { level: env.LOG_LEVEL, pretty: env.LOG_PRETTY },
     warnings,
   };
+}
+
+function redisConfig(env: Env, cluster: RedisConfig['cluster'] | string | undefined): BootConfig['redis'] {
+  if (cluster !== undefined && typeof cluster !== 'string') {
+    const first = cluster.nodes[0]!;
+    return { url: `${cluster.tls ? 'rediss' : 'redis'}://${first.host}:${first.port}`, keyPrefix: env.REDIS_KEY_PREFIX, sentinel: undefined, cluster };
+  }
+  // With sentinels and no REDIS_URL: no credentials, plain TCP.
+  return { url: env.REDIS_URL ?? (env.REDIS_SENTINELS === undefined ? undefined : 'redis://'), keyPrefix: env.REDIS_KEY_PREFIX, sentinel: sentinelConfig(env), cluster: undefined };
+}
+
+/** REDIS_CLUSTER_NODES parsed, or what is wrong with it. */
+function clusterConfig(value: string): NonNullable<RedisConfig['cluster']> | string {
+  const nodes: { host: string; port: number }[] = [];
+  const schemes = new Set<string>();
+  let username: string | undefined;
+  let password: string | undefined;
+  for (const entry of value.split(',').map((e) => e.trim())) {
+    let url: URL;
+    try {
+      url = new URL(/^rediss?:\/\//.test(entry) ? entry : `redis://${entry}`);
+    } catch {
+      return `${JSON.stringify(entry.replace(/\/\/[^@]*@/, '//***@'))} is not host:port or redis[s]://host:port`;
+    }
+    if (!url.hostname || !url.port || (url.pathname !== '' && url.pathname !== '/')) return `each node is host:port (with a port, no database: a cluster has only db 0)`;
+    schemes.add(url.protocol);
+    if (url.username) username = decodeURIComponent(url.username);
+    if (url.password) password = decodeURIComponent(url.password);
+    nodes.push({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) });
+  }
+  if (schemes.size > 1) return 'use one scheme for every node (all redis:// or all rediss://)';
+  return { nodes, tls: schemes.has('rediss:'), username, password };
 }
 
 function sentinelConfig(env: Env): RedisConfig['sentinel'] {

@@ -1,16 +1,17 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config/env.js';
 import { redactUrl } from '../logging/redact-url.js';
+import type { RedisClient } from '../redis/redis-client.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    redis: Redis;
+    redis: RedisClient;
   }
 }
 
-export type RedisPluginOptions = Pick<RedisConfig, 'url' | 'keyPrefix'> & Partial<Pick<RedisConfig, 'sentinel'>>;
+export type RedisPluginOptions = Pick<RedisConfig, 'url' | 'keyPrefix'> & Partial<Pick<RedisConfig, 'sentinel' | 'cluster'>>;
 
 /** How often the client retries a lost connection (and, with sentinels, asks them for the primary again). */
 const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2_000);
@@ -20,8 +21,13 @@ const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2_000);
  * deployments (or test files) can share one Redis without seeing each other. With sentinels,
  * the client asks them for the primary, and again after a failover (it also listens for
  * +switch-master to move at once); REDIS_URL then gives only credentials, database and TLS.
+ * With cluster nodes, an ioredis Cluster: it follows MOVED/ASK redirections and failovers by
+ * itself; `overrides` then apply to each node's connection.
  */
-export function createRedisClient(options: RedisPluginOptions, overrides: RedisOptions = {}): Redis {
+export function createRedisClient(options: RedisPluginOptions & { cluster: NonNullable<RedisConfig['cluster']> }, overrides?: RedisOptions): Cluster;
+export function createRedisClient(options: RedisPluginOptions & { cluster?: undefined }, overrides?: RedisOptions): Redis;
+export function createRedisClient(options: RedisPluginOptions, overrides?: RedisOptions): RedisClient;
+export function createRedisClient(options: RedisPluginOptions, overrides: RedisOptions = {}): RedisClient {
   const common: RedisOptions = {
     keyPrefix: options.keyPrefix,
     lazyConnect: true,
@@ -34,6 +40,7 @@ export function createRedisClient(options: RedisPluginOptions, overrides: RedisO
     reconnectOnError: (error) => (/READONLY/.test(error.message) ? 2 : false),
     ...overrides,
   };
+  if (options.cluster) return createClusterClient(options.cluster, common);
   if (!options.sentinel) return new Redis(options.url, common);
   const url = new URL(options.url);
   const tls = url.protocol === 'rediss:';
@@ -52,8 +59,27 @@ export function createRedisClient(options: RedisPluginOptions, overrides: RedisO
   });
 }
 
+function createClusterClient(cluster: NonNullable<RedisConfig['cluster']>, common: RedisOptions): Cluster {
+  const { keyPrefix, lazyConnect, retryStrategy: retry, reconnectOnError: _reconnect, sentinelRetryStrategy: _sentinel, failoverDetector: _detector, ...perNode } = common;
+  return new Cluster(cluster.nodes, {
+    keyPrefix,
+    lazyConnect,
+    clusterRetryStrategy: (attempt) => retry?.(attempt) ?? null,
+    // Reads and writes go to primaries: a replica may lag behind a heartbeat just written.
+    scaleReads: 'master',
+    slotsRefreshTimeout: 2_000,
+    redisOptions: {
+      ...perNode,
+      username: cluster.username,
+      password: cluster.password,
+      ...(cluster.tls ? { tls: {} } : {}),
+    },
+  });
+}
+
 /** Where the broker's Redis is, for logs and messages: never a password. */
 export function describeRedisTarget(options: RedisPluginOptions): string {
+  if (options.cluster) return `the Redis Cluster at ${options.cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}${options.cluster.tls ? ' (TLS)' : ''}`;
   if (!options.sentinel) return redactUrl(options.url);
   return `the primary "${options.sentinel.name}" of sentinels ${options.sentinel.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
 }
@@ -71,7 +97,7 @@ export const redisPlugin = fp(
       redis.disconnect();
       throw new Error(`Cannot reach Redis at ${describeRedisTarget(options)}: ${(error as Error).message}`, { cause: error });
     }
-    app.decorate('redis', redis);
+    app.decorate<RedisClient>('redis', redis);
     app.addHook('onClose', async () => {
       await redis.quit().catch(() => redis.disconnect());
     });

@@ -1,7 +1,7 @@
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';
 import { mapWithConcurrency } from '../util/map-with-concurrency.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import { type DueClaim, HeartbeatStateLostError, type HeartbeatStore } from '../tunnels/heartbeat-store.js';
+import type { HeartbeatStore } from '../tunnels/heartbeat-store.js';
 import type { EndOutcome, TunnelService } from '../tunnels/tunnel-service.js';
 
 export const DEFAULT_REAPER_INTERVAL_MS = 5_000;
@@ -56,8 +56,9 @@ export interface SweepResult {
  *   batch of due tunnels to one reaper for a short lease that it renews while it works
  *   through the batch; each tunnel is then taken over in PostgreSQL (its own lease, a new
  *   generation), which decides: exactly one process tears a tunnel down.
- * - A sweep's cost is proportional to the number of due tunnels, never to the
- *   number of healthy ones: it only reads the due end of a sorted set.
+ * - A sweep's cost is proportional to the number of due tunnels (plus one script call per
+ *   heartbeat bucket), never to the number of healthy ones: it only reads the due end of
+ *   each bucket's sorted set.
  * - An upstream failure reschedules the tunnel; nothing due is forgotten.
  */
 export class Reaper {
@@ -126,14 +127,8 @@ export class Reaper {
     }
     result.recovered = await this.#service.recoverAbandoned();
     for (let batch = 0; batch < this.#maxBatches; batch++) {
-      let claims: DueClaim[];
-      try {
-        claims = await this.#heartbeats.claimDue(this.#batchSize, this.#service.leaseMs);
-      } catch (error) {
-        // Lost between the check above and now: the next sweep rebuilds.
-        if (error instanceof HeartbeatStateLostError) break;
-        throw error;
-      }
+      // Buckets whose state was lost since the check above claim nothing; the next sweep rebuilds them.
+      const { claims } = await this.#heartbeats.claimDue(this.#batchSize, this.#service.leaseMs);
       if (claims.length === 0) break;
       result.claimed += claims.length;
       // Lateness = how late it was when claimed (Redis's clock) + how long handling it took (ours).

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../redis/redis-client.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import { RELEASE_LOCK, RENEW_LOCK } from '../redis/lua-snippets.js';
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../redis/redis-client.js';
 import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
 import type { PrismaClient } from '../generated/prisma/client.js';
 import { isUpstreamError } from '../cloudflare/upstream-error.js';

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../redis/redis-client.js';
 import { AppError } from '../errors/catalogue.js';
 import { errorBody, toAppError } from '../errors/error-handler.js';
 import { PeriodicTimer } from '../lifecycle/periodic-timer.js';

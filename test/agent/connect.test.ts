@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { exitCodeWithin, runAgent, startFlakyProxy, startListeningBroker, tempHome, tunnelIdInToken, writeFakeCloudflared, type FakeCloudflared } from '../helpers/agent.js';
 import { eventually, type TestBroker } from '../helpers/broker.js';
 import type { RunningProcess } from '../helpers/process.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 // A 2 s TTL and 1 s heartbeats: "alive past several TTLs" takes seconds, not minutes.
 let broker: TestBroker;
@@ -67,7 +68,7 @@ async function online(agent: RunningProcess, fake: FakeCloudflared, userId: stri
 /** Makes the tunnel due and sweeps until the reaper has ended it (a heartbeat can land in between and push the deadline back). */
 async function reap(tunnelId: string) {
   await eventually(async () => {
-    await broker.redis.zadd('deadlines', 0, tunnelId);
+    await broker.redis.zadd(heartbeatKeysOf(tunnelId).deadlines, 0, tunnelId);
     await broker.app.reaper!.sweep();
     return (await row(tunnelId)).status === 'ended';
   }, { timeoutMs: 30_000, what: `tunnel ${tunnelId} to be reaped` });

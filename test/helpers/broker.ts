@@ -1,6 +1,5 @@
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll } from 'vitest';
 import { buildApp, type BuildAppOptions } from '../../src/app.js';
@@ -10,7 +9,9 @@ import { type Config, loadConfig } from '../../src/config/env.js';
 import { loggerOptions } from '../../src/logging/logger.js';
 import { createRedisClient } from '../../src/plugins/redis.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
-import { deleteKeysUnderPrefix, REDIS_URL, testKeyPrefix } from './redis-keys.js';
+import type { RedisClient } from '../../src/redis/redis-client.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
+import { deleteKeysUnderPrefix, redisEnv, type RedisTopology, testKeyPrefix } from './redis-keys.js';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
 export const TEST_DOMAIN = 'tunnels.test';
@@ -39,7 +40,7 @@ export interface TestBroker {
   db: TestDatabase;
   logs: LogCapture;
   /** A Redis client on the same key prefix as the app, for assertions. */
-  redis: Redis;
+  redis: RedisClient;
   token(userId: string, ttlSeconds?: number): string;
   auth(userId: string): { authorization: string };
   close(): Promise<void>;
@@ -51,6 +52,8 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
   /** Use this database (e.g. on a private PostgreSQL) instead of a fresh one on the shared server. */
   db?: TestDatabase;
+  /** The run's single Redis (default) or its Redis Cluster; `env` may still name another. */
+  redis?: RedisTopology;
 }
 
 /**
@@ -87,7 +90,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
-    REDIS_URL,
+    ...redisEnv(options.redis ?? 'single'),
     REDIS_KEY_PREFIX: keyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
     CLOUDFLARE_API_TOKEN: emulator.apiToken,
@@ -155,5 +158,17 @@ export async function eventually<T>(check: () => Promise<T | undefined | null | 
  */
 export async function makeDue(broker: Pick<TestBroker, 'app' | 'redis'>, tunnelId: string): Promise<void> {
   await broker.app.prisma.$executeRaw`UPDATE tunnels SET lease_expires_at = clock_timestamp() - interval '1 millisecond' WHERE id = ${tunnelId}::uuid AND lease_expires_at IS NOT NULL`;
-  await broker.redis.zadd('deadlines', 0, tunnelId);
+  await broker.redis.zadd(heartbeatKeysOf(tunnelId).deadlines, 0, tunnelId);
+}
+
+/** The tunnel's heartbeat deadline in Redis (epoch ms), or null when none is tracked. */
+export async function deadlineOf(redis: RedisClient, tunnelId: string): Promise<number | null> {
+  const score = await redis.zscore(heartbeatKeysOf(tunnelId).deadlines, tunnelId);
+  return score === null ? null : Number(score);
+}
+
+/** Whether Redis accepts heartbeats for the tunnel: its owner is recorded and its deadline is ahead. */
+export async function isHeartbeating(redis: RedisClient, tunnelId: string): Promise<boolean> {
+  const [owner, deadline] = await Promise.all([redis.hget(heartbeatKeysOf(tunnelId).owners, tunnelId), deadlineOf(redis, tunnelId)]);
+  return owner !== null && deadline !== null && deadline > Date.now();
 }

@@ -1,9 +1,33 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { testRedisUrl } from './test-services.js';
+import { Cluster, Redis } from 'ioredis';
+import { createRedisClient } from '../../src/plugins/redis.js';
+import type { RedisClient } from '../../src/redis/redis-client.js';
+import { testRedisClusterNodes, testRedisUrl } from './test-services.js';
 
 /** The run's Redis (test/helpers/test-services.ts), db 0: every test file works under its own key prefix there. */
 export const REDIS_URL = testRedisUrl();
+
+/** The run's 3-primary Redis Cluster, as REDIS_CLUSTER_NODES. */
+export const REDIS_CLUSTER_NODES = testRedisClusterNodes();
+
+/** The two shapes of Redis the Redis-facing tests run on. */
+export const REDIS_TOPOLOGIES = ['single', 'cluster'] as const;
+export type RedisTopology = (typeof REDIS_TOPOLOGIES)[number];
+
+/** The environment that puts a broker on the run's Redis of this topology. */
+export function redisEnv(topology: RedisTopology): Record<string, string> {
+  return topology === 'cluster' ? { REDIS_CLUSTER_NODES } : { REDIS_URL };
+}
+
+/** A client of the run's Redis of this topology, under `keyPrefix`, the way the broker makes one. */
+export function testRedisClient(topology: RedisTopology, keyPrefix = ''): RedisClient {
+  const nodes = REDIS_CLUSTER_NODES.split(',').map((n) => ({ host: n.slice(0, n.lastIndexOf(':')), port: Number(n.slice(n.lastIndexOf(':') + 1)) }));
+  const client = topology === 'cluster'
+    ? createRedisClient({ url: REDIS_URL, keyPrefix, cluster: { nodes, tls: false, username: undefined, password: undefined } })
+    : createRedisClient({ url: REDIS_URL, keyPrefix });
+  client.on('error', () => {});
+  return client;
+}
 
 /** What every test prefix starts with, so leftovers are easy to find: `redis-cli --scan --pattern 'test:*'`. */
 export const TEST_KEY_NAMESPACE = 'test:';
@@ -27,24 +51,35 @@ export function testKeyPrefix(label?: string): string {
  * have a keyPrefix of its own as long as `prefix` starts with it (ioredis prefixes the keys
  * it is given, never a SCAN pattern).
  */
-export async function deleteKeysUnderPrefix(redis: Redis, prefix: string, maxRounds = 100_000): Promise<number> {
+export async function deleteKeysUnderPrefix(redis: RedisClient, prefix: string, maxRounds = 100_000): Promise<number> {
   if (prefix.length < 4) throw new Error(`refusing to delete keys under the short prefix ${JSON.stringify(prefix)}`);
   const clientPrefix = redis.options.keyPrefix ?? '';
   if (!prefix.startsWith(clientPrefix)) throw new Error(`the client's keyPrefix ${JSON.stringify(clientPrefix)} is not a prefix of ${JSON.stringify(prefix)}`);
   let deleted = 0;
-  await scanKeys(redis, prefix, maxRounds, async (keys) => {
-    deleted += await redis.unlink(...keys.map((k) => k.slice(clientPrefix.length)));
-  });
+  // On a cluster each primary is scanned on its own; its node clients carry no keyPrefix, and
+  // one UNLINK per key keeps every command within one slot.
+  for (const node of primaries(redis)) {
+    await scanKeys(node, prefix, maxRounds, async (keys) => {
+      if (node === redis) deleted += await redis.unlink(...keys.map((k) => k.slice(clientPrefix.length)));
+      else for (const key of keys) deleted += await node.unlink(key);
+    });
+  }
   return deleted;
 }
 
 /** How many keys are under `prefix` (as stored in Redis). */
-export async function countKeysUnderPrefix(redis: Redis, prefix: string, maxRounds = 100_000): Promise<number> {
+export async function countKeysUnderPrefix(redis: RedisClient, prefix: string, maxRounds = 100_000): Promise<number> {
   let count = 0;
-  await scanKeys(redis, prefix, maxRounds, async (keys) => {
-    count += keys.length;
-  });
+  for (const node of primaries(redis)) {
+    await scanKeys(node, prefix, maxRounds, async (keys) => {
+      count += keys.length;
+    });
+  }
   return count;
+}
+
+function primaries(redis: RedisClient): Redis[] {
+  return redis instanceof Cluster ? redis.nodes('master') : [redis];
 }
 
 /**
@@ -52,22 +87,25 @@ export async function countKeysUnderPrefix(redis: Redis, prefix: string, maxRoun
  * none holds a key any more: a key written after its test file's clean-up (a process left
  * running) fails the file rather than stay behind unnoticed.
  */
-export async function cleanUpTestKeyPrefixes(redisUrl = REDIS_URL): Promise<void> {
+export async function cleanUpTestKeyPrefixes(): Promise<void> {
   if (minted.size === 0) return;
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true });
-  redis.on('error', () => {});
+  // A prefix may have been used on either topology: both are cleaned.
+  const clients = REDIS_TOPOLOGIES.map((topology) => testRedisClient(topology));
   try {
-    await redis.connect();
+    await Promise.all(clients.map((c) => c.connect()));
     const remaining: string[] = [];
     for (const prefix of minted) {
-      await deleteKeysUnderPrefix(redis, prefix);
-      const left = await countKeysUnderPrefix(redis, prefix);
+      let left = 0;
+      for (const redis of clients) {
+        await deleteKeysUnderPrefix(redis, prefix);
+        left += await countKeysUnderPrefix(redis, prefix);
+      }
       if (left > 0) remaining.push(`${prefix} (${left})`);
       else minted.delete(prefix);
     }
     if (remaining.length > 0) throw new Error(`keys were written under these prefixes after they were cleaned up: ${remaining.join(', ')}`);
   } finally {
-    redis.disconnect();
+    for (const c of clients) c.disconnect();
   }
 }
 

@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { inject } from 'vitest';
 import { EmbeddedPostgres } from '../../src/dev-services/embedded-postgres.js';
 import { PrivateRedis } from '../../src/dev-services/private-redis.js';
+import { PrivateRedisCluster } from './redis-cluster.js';
 import { makeTempDir } from './temp-dir.js';
 
 /**
@@ -14,6 +15,8 @@ export interface TestServices {
   /** A URL of the server's `postgres` database, for admin work; createTestDatabase() gives a file its own. */
   databaseServerUrl: string;
   redisUrl: string;
+  /** REDIS_CLUSTER_NODES of a 3-primary Redis Cluster, for the tests that run on both topologies. */
+  redisClusterNodes: string;
   describe: string;
   stop(): Promise<void>;
 }
@@ -22,6 +25,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     testDatabaseServerUrl: string;
     testRedisUrl: string;
+    testRedisClusterNodes: string;
   }
 }
 
@@ -54,7 +58,17 @@ export async function startTestServices(env: Record<string, string | undefined>)
     } else {
       parts.push('Redis from TEST_REDIS_URL');
     }
-    return { databaseServerUrl, redisUrl, describe: parts.join(', '), stop };
+    let redisClusterNodes = env.TEST_REDIS_CLUSTER_NODES;
+    if (redisClusterNodes === undefined) {
+      const cluster = new PrivateRedisCluster({ dir });
+      const nodes = await cluster.start();
+      stops.push(() => cluster.stop());
+      redisClusterNodes = cluster.nodesEnv;
+      parts.push(`a Redis Cluster of ${nodes.length} primaries on ports ${nodes.map((n) => n.port).join(',')}`);
+    } else {
+      parts.push('Redis Cluster from TEST_REDIS_CLUSTER_NODES');
+    }
+    return { databaseServerUrl, redisUrl, redisClusterNodes, describe: parts.join(', '), stop };
   } catch (error) {
     await stop();
     throw error;
@@ -71,9 +85,14 @@ export function testRedisUrl(): string {
   return provided('testRedisUrl', 'TEST_REDIS_URL');
 }
 
+/** The run's Redis Cluster, as REDIS_CLUSTER_NODES. */
+export function testRedisClusterNodes(): string {
+  return provided('testRedisClusterNodes', 'TEST_REDIS_CLUSTER_NODES');
+}
+
 // Inside vitest, what test/global-setup.ts provided. Outside (`npm run soak`), the script
 // starts the services itself and passes them in its environment.
-function provided(key: 'testDatabaseServerUrl' | 'testRedisUrl', envName: string): string {
+function provided(key: 'testDatabaseServerUrl' | 'testRedisUrl' | 'testRedisClusterNodes', envName: string): string {
   let value: string | undefined;
   try {
     value = inject(key);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BrokerMetrics, DEFAULT_LIVE_TUNNELS_CACHE_MS } from '../../src/metrics/metrics.js';
 import { countLiveTunnels } from '../../src/plugins/metrics.js';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 /** Prometheus text -> samples keyed by `name{k="v",...}` with the labels sorted. */
 function parseSamples(text: string): Map<string, number> {
@@ -88,7 +89,7 @@ describe('GET /metrics after real traffic', () => {
     expect((await a.app.inject({ method: 'POST', url: `/v1/tunnels/${reapedId}/heartbeat` })).statusCode).toBe(401);
 
     // user1's tunnel lapsed 3 s ago, as far as Redis is concerned; the reaper ends it.
-    await a.redis.zadd('deadlines', Date.now() - 3_000, reapedId);
+    await a.redis.zadd(heartbeatKeysOf(reapedId).deadlines, Date.now() - 3_000, reapedId);
     const sweep = await a.app.reaper!.sweep();
     expect(sweep.ended).toBe(1);
 

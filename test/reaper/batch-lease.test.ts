@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCloudflareEmulator } from '../../src/cloudflare/emulator/emulator.js';
 import { eventually, startTestBroker, TEST_DOMAIN, type TestBroker } from '../helpers/broker.js';
 import { createTestDatabase } from '../helpers/database.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 // Two reapers on one database, Redis and Cloudflare, with a 1 s lease: a batch of due tunnels
 // takes several leases to work through (Cloudflare is slow here), so each reaper's claims on
@@ -36,7 +37,7 @@ it('two reapers working through a batch that outlives many leases tear each tunn
   const removers = (['dns.delete', 'tunnel.delete'] as const).map((endpoint) => a.emulator.injectFault({ endpoint, kind: 'latency', latencyMs: 250 }));
   const since = a.emulator.requests.length;
   try {
-    await a.redis.zadd('deadlines', ...ids.flatMap((id) => [0, id]));
+    for (const id of ids) await a.redis.zadd(heartbeatKeysOf(id).deadlines, 0, id);
     const startedAt = Date.now();
     const first = a.app.reaper!.sweep();
     // Past one lease, with A still working through its batch, B sweeps: A's claims were renewed.

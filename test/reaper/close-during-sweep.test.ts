@@ -3,6 +3,7 @@ import { createPrismaClient } from '../../src/plugins/prisma.js';
 import { startTestBroker } from '../helpers/broker.js';
 import { deleteKeysUnderPrefix } from '../helpers/redis-keys.js';
 import { waitForNewRequest } from '../helpers/cluster.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 it('closing the app (as SIGTERM does) lets the running sweep finish before the pools close', async () => {
   const broker = await startTestBroker({ startReaper: false });
@@ -10,7 +11,7 @@ it('closing the app (as SIGTERM does) lets the running sweep finish before the p
   try {
     const res = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth('u'), payload: { port: 3000 } });
     const id = res.json().tunnelId as string;
-    await broker.redis.zadd('deadlines', 0, id);
+    await broker.redis.zadd(heartbeatKeysOf(id).deadlines, 0, id);
     broker.emulator.injectFault({ endpoint: 'tunnel.delete', kind: 'latency', latencyMs: 800 });
     broker.app.reaper!.start();
     const since = broker.emulator.requests.length;

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Reaper } from '../../src/reaper/reaper.js';
-import { eventually, useTestBroker } from '../helpers/broker.js';
+import { eventually, useTestBroker, isHeartbeating } from '../helpers/broker.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 // A 2 s TTL with 1 s heartbeats: the smallest the config allows, so expiry is quick to observe.
 const TTL_SECONDS = 2;
@@ -68,7 +69,7 @@ describe('expiry', () => {
   it('refuses a heartbeat that arrives after the deadline, even before the sweep', async () => {
     const userId = `user-${randomUUID()}`;
     const t = await createTunnel(userId);
-    await eventually(async () => (await broker.redis.exists(`hb:${t.tunnelId}`)) === 0, { timeoutMs: TTL_SECONDS * 1000 + 2000 });
+    await eventually(async () => !(await isHeartbeating(broker.redis, t.tunnelId)), { timeoutMs: TTL_SECONDS * 1000 + 2000 });
     const res = await broker.app.inject({ method: 'POST', url: `/v1/tunnels/${t.tunnelId}/heartbeat`, headers: broker.auth(userId) });
     expect(res.statusCode).toBe(404);
   });
@@ -83,7 +84,7 @@ describe('two reapers', () => {
     await broker.app.reaper!.stop();
     try {
       // Make them all due at once, then let two independent reapers race for them.
-      for (const id of ids) await broker.redis.zadd('deadlines', 0, id);
+      for (const id of ids) await broker.redis.zadd(heartbeatKeysOf(id).deadlines, 0, id);
       // Small batches make the two interleave batch by batch.
       const make = () => new Reaper({ service: broker.app.tunnels, heartbeats: broker.app.heartbeats, logger: broker.app.log, concurrency: 1, batchSize: 1 });
       const [a, b] = await Promise.all([make().sweep(), make().sweep()]);

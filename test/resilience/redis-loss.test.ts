@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { eventually, startTestBroker, type TestBroker, isHeartbeating } from '../helpers/broker.js';
 import { deleteKeysUnderPrefix } from '../helpers/redis-keys.js';
 import { startPrivateRedis, type PrivateRedis } from '../helpers/private-services.js';
 
@@ -56,7 +56,7 @@ describe('Redis flushed (the broker key space comes back empty)', () => {
       // Noticed without any heartbeat needed: the reaper's next sweep rebuilds.
       await eventually(() => broker.logs.events('heartbeat_state.rebuilt').length > rebuildsBefore, { timeoutMs: 5000, what: 'a rebuild' });
       // Both tunnels are tracked again with a fresh TTL.
-      expect(await broker.redis.exists(`hb:${alive}`, `hb:${silent}`)).toBe(2);
+      expect([await isHeartbeating(broker.redis, alive), await isHeartbeating(broker.redis, silent)]).toEqual([true, true]);
 
       // For one full TTL after the flush, nothing is reaped.
       await eventually(() => Date.now() - flushedAt >= TTL_SECONDS * 1000 - 200, { timeoutMs: 5000, intervalMs: 100 });

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RequestBudget } from '../../src/cloudflare/request-budget.js';
-import { eventually, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { eventually, startTestBroker, type TestBroker, deadlineOf } from '../helpers/broker.js';
 
 const brokers: TestBroker[] = [];
 afterEach(async () => {
@@ -83,7 +83,7 @@ describe('the Cloudflare request budget', () => {
     // Nothing was made, so nothing is held: the row is ended, the quota and slug free.
     const [row] = await b.app.prisma.tunnel.findMany({ where: { ownerId: user } });
     expect(row).toMatchObject({ status: 'ended', endReason: 'create_failed' });
-    expect(await b.redis.zscore('deadlines', row!.id)).toBeNull();
+    expect(await deadlineOf(b.redis, row!.id)).toBeNull();
     expect(b.logs.events('upstream.failure').some((l) => String(l.msg).includes('budget is spent'))).toBe(true);
   });
 
@@ -157,7 +157,7 @@ describe('the Cloudflare request budget', () => {
     const id = made.json().tunnelId as string;
     expect(await b.app.prisma.tunnel.findUniqueOrThrow({ where: { id } })).toMatchObject({ status: 'ending' });
     // The reaper comes back once the budget has room again, not before.
-    const due = Number(await b.redis.zscore('deadlines', id));
+    const due = Number(await deadlineOf(b.redis, id));
     expect(due - Date.now()).toBeGreaterThan(50_000);
   });
 

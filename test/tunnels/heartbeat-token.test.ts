@@ -10,7 +10,7 @@ import {
   HeartbeatTokens,
 } from '../../src/auth/heartbeat-token.js';
 import { REDACTED } from '../../src/logging/logger.js';
-import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker } from '../helpers/broker.js';
+import { eventually, startTestBroker, TEST_JWT_SECRET, type TestBroker, deadlineOf, isHeartbeating } from '../helpers/broker.js';
 
 let broker: TestBroker;
 beforeAll(async () => {
@@ -131,7 +131,7 @@ describe('a heartbeat token can do nothing else', () => {
   ];
 
   it('is 403 FORBIDDEN on every other route and tunnel, and changes nothing', async () => {
-    const siblingBefore = await broker.redis.pttl(`hb:${sibling.tunnelId}`);
+    const siblingBefore = await deadlineOf(broker.redis, sibling.tunnelId);
     for (const [what, request] of elsewhere()) {
       const res = await broker.app.inject({ ...request, headers: bearer(tunnel.heartbeatToken) });
       expect(res.statusCode, what).toBe(403);
@@ -142,7 +142,7 @@ describe('a heartbeat token can do nothing else', () => {
     const list = await broker.app.inject({ method: 'GET', url: '/v1/tunnels', headers: broker.auth(userId) });
     expect(list.json().tunnels.map((t: { id: string }) => t.id).sort()).toEqual([tunnel.tunnelId, sibling.tunnelId].sort());
     expect(list.json().tunnels.every((t: { status: string }) => t.status === 'active')).toBe(true);
-    expect(await broker.redis.pttl(`hb:${sibling.tunnelId}`)).toBeLessThanOrEqual(siblingBefore);
+    expect(await deadlineOf(broker.redis, sibling.tunnelId)).toBe(siblingBefore);
   });
 
   it('cannot be passed off as an access token by re-typing it, nor the reverse', async () => {
@@ -237,8 +237,8 @@ describe('the heartbeat token dies with its tunnel', () => {
       expect(res.json().code).toBe('TUNNEL_NOT_FOUND');
     }
     // Nothing was resurrected: no heartbeat key, no deadline, the row stays ended.
-    expect(await broker.redis.exists(`hb:${tunnelId}`)).toBe(0);
-    expect(await broker.redis.zscore('deadlines', tunnelId)).toBeNull();
+    expect(await isHeartbeating(broker.redis, tunnelId)).toBe(false);
+    expect(await deadlineOf(broker.redis, tunnelId)).toBeNull();
     expect((await broker.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnelId } })).status).toBe('ended');
   }
 
@@ -274,7 +274,7 @@ describe('a lapsed tunnel (2 s TTL)', () => {
     const userId = `owner-${randomUUID()}`;
     const created = await short.app.inject({ method: 'POST', url: '/v1/tunnels', headers: short.auth(userId), payload: { port: 3000 } });
     const { tunnelId, heartbeatToken } = created.json() as Created;
-    await eventually(async () => (await short.redis.exists(`hb:${tunnelId}`)) === 0, { timeoutMs: 5_000, what: 'the heartbeat to lapse' });
+    await eventually(async () => !(await isHeartbeating(short.redis, tunnelId)), { timeoutMs: 5_000, what: 'the heartbeat to lapse' });
     const hb = () => short.app.inject({ method: 'POST', url: `/v1/tunnels/${tunnelId}/heartbeat`, headers: bearer(heartbeatToken) });
     expect((await hb()).statusCode).toBe(404);
     await eventually(async () => {
@@ -282,7 +282,7 @@ describe('a lapsed tunnel (2 s TTL)', () => {
       return (await short.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnelId } })).status === 'ended';
     }, { timeoutMs: 5_000, what: 'the tunnel to be reaped' });
     expect((await hb()).statusCode).toBe(404);
-    expect(await short.redis.exists(`hb:${tunnelId}`)).toBe(0);
+    expect(await isHeartbeating(short.redis, tunnelId)).toBe(false);
     expect((await short.app.prisma.tunnel.findUniqueOrThrow({ where: { id: tunnelId } })).endReason).toBe('heartbeat_lapsed');
   });
 });

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { EndpointName } from '../../src/cloudflare/emulator/emulator.js';
-import { makeDue, useTestBroker } from '../helpers/broker.js';
+import { makeDue, useTestBroker, deadlineOf } from '../helpers/broker.js';
 import { waitForNewRequest } from '../helpers/cluster.js';
+import { heartbeatKeysOf } from '../../src/tunnels/heartbeat-keys.js';
 
 // A 1 s lease is renewed every ~333 ms, so a create learns of a DELETE quickly.
 const broker = useTestBroker({ env: { TUNNEL_LEASE_SECONDS: '1', CLOUDFLARE_TIMEOUT_MS: '5000' } });
@@ -109,12 +110,12 @@ describe('one teardown per tunnel', () => {
     const id = (await post(userId, `held-${randomUUID().slice(0, 8)}`)).json().tunnelId as string;
     // Someone else holds the teardown: ending, with an unexpired lease.
     await broker.app.prisma.$executeRaw`UPDATE tunnels SET status = 'ending', end_reason = 'deleted', lease_generation = lease_generation + 1, lease_expires_at = clock_timestamp() + interval '30 seconds' WHERE id = ${id}::uuid`;
-    await broker.redis.zadd('deadlines', 0, id);
+    await broker.redis.zadd(heartbeatKeysOf(id).deadlines, 0, id);
     const since = broker.emulator.requests.length;
     const sweep = await broker.app.reaper!.sweep();
     expect(sweep).toMatchObject({ claimed: 1, busy: 1, ended: 0 });
     expect(broker.emulator.requests.length).toBe(since);
-    const deadline = Number(await broker.redis.zscore('deadlines', id));
+    const deadline = Number(await deadlineOf(broker.redis, id));
     expect(deadline).toBeGreaterThan(Date.now() + 25_000);
   });
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { EndpointName, FaultRule } from '../../src/cloudflare/emulator/emulator.js';
-import { makeDue, useTestBroker } from '../helpers/broker.js';
+import { makeDue, useTestBroker, deadlineOf } from '../helpers/broker.js';
 
 const broker = useTestBroker({ env: { CLOUDFLARE_TIMEOUT_MS: '300', CLOUDFLARE_MAX_RETRIES: '1', MAX_TUNNELS_PER_USER: '1' } });
 
@@ -26,7 +26,7 @@ async function expectCleanFailure(fault: Omit<FaultRule, 'endpoint'> & { endpoin
   const rows = await broker.app.prisma.tunnel.findMany({ where: { ownerId: userId } });
   expect(rows).toHaveLength(1);
   expect(rows[0]).toMatchObject({ status: 'ended', endReason: 'create_failed' });
-  expect(await broker.redis.zscore('deadlines', rows[0]!.id)).toBeNull();
+  expect(await deadlineOf(broker.redis, rows[0]!.id)).toBeNull();
   // MAX_TUNNELS_PER_USER is 1 here: a leaked quota would make this 429.
   const retry = await broker.app.inject({ method: 'POST', url: '/v1/tunnels', headers: broker.auth(userId), payload: { port: 3000, requestedSlug: slug } });
   expect(retry.statusCode).toBe(201);
@@ -57,7 +57,7 @@ describe('rollback that fails itself', () => {
     const [row] = await broker.app.prisma.tunnel.findMany({ where: { ownerId: userId } });
     expect(row).toMatchObject({ status: 'ending', endReason: 'create_failed' });
     expect(upstreamSnapshot().tunnels).toBe(before.tunnels + 1);
-    expect(await broker.redis.zscore('deadlines', row!.id)).not.toBeNull();
+    expect(await deadlineOf(broker.redis, row!.id)).not.toBeNull();
 
     removeDelete();
     await makeDue(broker, row!.id);
