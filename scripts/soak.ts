@@ -2,6 +2,7 @@
  * npm run soak -- [--seed N] [--minutes M] [--max-commands K] [--no-shrink] [--log-level L]
  *                 [--seed N --path P [--replay-path R] [--no-shrink]]   (replay one counterexample, and shrink it)
  *                 [--focus 4,Q]   (only these invariants fail a sequence: shrinking keeps to that bug)
+ *                 [--redis single|cluster]   (the brokers' Redis: one node, or a 3-primary Redis Cluster)
  *
  * Runs the tunnel model (test/model/harness.ts, the same harness as the CI test) against
  * two real broker processes until the time is up: sequence after sequence from one seed,
@@ -23,6 +24,7 @@ process.env.TEST_REDIS_CLUSTER_NODES = services.redisClusterNodes;
 console.log(`soak: ${services.describe}`);
 const { formatPhases, runModel } = await import('../test/model/harness.js');
 const { World } = await import('../test/model/world.js');
+const { useRedisTopologyForFile } = await import('../test/helpers/redis-keys.js');
 type ModelRunResult = import('../test/model/harness.js').ModelRunResult;
 type SequenceReport = import('../test/model/harness.js').SequenceReport;
 
@@ -37,6 +39,7 @@ const { values } = parseArgs({
     'replay-path': { type: 'string' },
     'log-level': { type: 'string', default: 'info' },
     focus: { type: 'string' },
+    redis: { type: 'string', default: 'single' },
   },
   strict: true,
 });
@@ -48,6 +51,8 @@ const positiveInt = (name: string, raw: string): number => {
 };
 // The harness waits for each broker's "ready" line, which is logged at info.
 if (!['info', 'debug', 'trace'].includes(values['log-level']!)) throw new Error(`--log-level must be info, debug or trace (got ${values['log-level']}): the harness reads each broker's info-level "ready" line`);
+if (values.redis !== 'single' && values.redis !== 'cluster') throw new Error(`--redis must be single or cluster (got ${values.redis})`);
+useRedisTopologyForFile(values.redis);
 const minutes = positiveInt('minutes', values.minutes!);
 const maxCommands = Math.round(positiveInt('max-commands', values['max-commands']!));
 const quiescenceMs = positiveInt('quiescence-seconds', values['quiescence-seconds']!) * 1000;
@@ -57,7 +62,7 @@ const replay = values.path !== undefined;
 
 console.log(replay
   ? `soak: replaying seed ${firstSeed} path ${values.path}${values['replay-path'] ? ` replayPath ${values['replay-path']}` : ''}`
-  : `soak: seed ${firstSeed}, ${minutes} min, up to ${maxCommands} commands per sequence${values['no-shrink'] ? ', no shrinking' : ''}`);
+  : `soak: seed ${firstSeed}, ${values.redis} Redis, ${minutes} min, up to ${maxCommands} commands per sequence${values['no-shrink'] ? ', no shrinking' : ''}`);
 
 const totals = { sequences: 0, commands: 0, faults: 0, kills: 0, flushes: 0, warnings: 0 };
 const onSequence = (r: SequenceReport) => {

@@ -60,10 +60,14 @@ export function createRedisClient(options: RedisPluginOptions, overrides: RedisO
 }
 
 function createClusterClient(cluster: NonNullable<RedisConfig['cluster']>, common: RedisOptions): Cluster {
-  const { keyPrefix, lazyConnect, retryStrategy: retry, reconnectOnError: _reconnect, sentinelRetryStrategy: _sentinel, failoverDetector: _detector, ...perNode } = common;
+  const { keyPrefix, lazyConnect, enableOfflineQueue, retryStrategy: retry, reconnectOnError: _reconnect, sentinelRetryStrategy: _sentinel, failoverDetector: _detector, ...perNode } = common;
   return new Cluster(cluster.nodes, {
     keyPrefix,
     lazyConnect,
+    // maxRetriesPerRequest does not bound a Cluster's offline queue: while it reconnects, a
+    // queued command would wait for as long as the outage lasts. Refused at once instead
+    // (503, retry), as a single node's client does after its one retry.
+    enableOfflineQueue: enableOfflineQueue ?? false,
     clusterRetryStrategy: (attempt) => retry?.(attempt) ?? null,
     // Reads and writes go to primaries: a replica may lag behind a heartbeat just written.
     scaleReads: 'master',
@@ -111,5 +115,6 @@ export function isRedisUnavailable(error: unknown): boolean {
   if (error.name === 'MaxRetriesPerRequestError') return true;
   const code = (error as { code?: string }).code;
   if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EPIPE') return true;
-  return /Connection is closed|Stream isn't writeable|LOADING|MASTERDOWN|READONLY/.test(error.message);
+  if (error.name === 'ClusterAllFailedError') return true;
+  return /Connection is closed|Stream isn't writeable|LOADING|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN|None of startup nodes is available|Failed to refresh slots cache|Cluster isn't ready/.test(error.message);
 }

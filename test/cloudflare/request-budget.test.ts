@@ -3,17 +3,17 @@
  * instances on one key space with their own connections stand for several brokers.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../../src/redis/redis-client.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_REQUEST_BUDGET_KEY, RequestBudget } from '../../src/cloudflare/request-budget.js';
-import { REDIS_URL, testKeyPrefix } from '../helpers/redis-keys.js';
+import { testKeyPrefix, testRedisClient } from '../helpers/redis-keys.js';
 
 const clients: Redis[] = [];
 
 /** A fresh key space, and `instances` clients on it (one per simulated broker). */
 function keySpace(instances = 1): Redis[] {
   const prefix = testKeyPrefix();
-  const made = Array.from({ length: instances }, () => new Redis(REDIS_URL, { keyPrefix: prefix }));
+  const made = Array.from({ length: instances }, () => testRedisClient(undefined, prefix));
   clients.push(...made);
   return made;
 }

@@ -3,7 +3,7 @@ import type { CloudflareEmulator } from '../../src/cloudflare/emulator/emulator.
 import { signAccessToken } from '../../src/auth/access-token.js';
 import { TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
 import { freePort, runTs, type RunningProcess } from './process.js';
-import { REDIS_URL } from './redis-keys.js';
+import { redisEnv } from './redis-keys.js';
 
 export interface BrokerProcess {
   name: string;
@@ -33,7 +33,7 @@ export async function spawnBroker(options: BrokerProcessOptions): Promise<Broker
     PORT: String(port),
     HOST: '127.0.0.1',
     DATABASE_URL: options.databaseUrl,
-    REDIS_URL,
+    ...redisEnv(),
     REDIS_KEY_PREFIX: options.redisKeyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
     CLOUDFLARE_API_TOKEN: options.emulator.apiToken,

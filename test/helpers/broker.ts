@@ -52,7 +52,7 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
   /** Use this database (e.g. on a private PostgreSQL) instead of a fresh one on the shared server. */
   db?: TestDatabase;
-  /** The run's single Redis (default) or its Redis Cluster; `env` may still name another. */
+  /** The run's single Redis or its Redis Cluster (default: the file's, see useRedisTopologyForFile); `env` may name another. */
   redis?: RedisTopology;
 }
 
@@ -90,7 +90,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const config = loadConfig({
     NODE_ENV: 'test',
     DATABASE_URL: db.url,
-    ...redisEnv(options.redis ?? 'single'),
+    // A test that names its own Redis (a private server, sentinels) gets that one.
+    ...(options.env?.REDIS_URL !== undefined || options.env?.REDIS_SENTINELS !== undefined || options.env?.REDIS_CLUSTER_NODES !== undefined ? {} : redisEnv(options.redis)),
     REDIS_KEY_PREFIX: keyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
     CLOUDFLARE_API_TOKEN: emulator.apiToken,
@@ -110,7 +111,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   });
   await app.ready();
   // The broker's own client factory, so a broker on sentinels gets a helper client on them too.
-  const redis = createRedisClient(config.redis);
+  const redis = createRedisClient(config.redis, { enableOfflineQueue: true });
   redis.on('error', () => {});
   const token = (userId: string, ttlSeconds?: number) => signAccessToken(TEST_JWT_SECRET, userId, ttlSeconds);
   return {

@@ -14,16 +14,38 @@ export const REDIS_CLUSTER_NODES = testRedisClusterNodes();
 export const REDIS_TOPOLOGIES = ['single', 'cluster'] as const;
 export type RedisTopology = (typeof REDIS_TOPOLOGIES)[number];
 
+// Each test file has its own module registry, so this is per file: 'single' unless the file
+// is one of test/redis-cluster/*, which reruns another file's tests on the cluster.
+let fileTopology: RedisTopology = 'single';
+/** How many brokers and clients this file put on each topology (redisEnv, testRedisClient). */
+const placed: Record<RedisTopology, number> = { single: 0, cluster: 0 };
+
+/** What this file put on each topology so far: a rerun on the cluster checks that nothing went elsewhere. */
+export function redisPlacements(): Record<RedisTopology, number> {
+  return { ...placed };
+}
+
+/** Makes this file's brokers and clients use the run's Redis of `topology` unless told otherwise. */
+export function useRedisTopologyForFile(topology: RedisTopology): void {
+  fileTopology = topology;
+}
+
+export function fileRedisTopology(): RedisTopology {
+  return fileTopology;
+}
+
 /** The environment that puts a broker on the run's Redis of this topology. */
-export function redisEnv(topology: RedisTopology): Record<string, string> {
+export function redisEnv(topology: RedisTopology = fileTopology): Record<string, string> {
+  placed[topology]++;
   return topology === 'cluster' ? { REDIS_CLUSTER_NODES } : { REDIS_URL };
 }
 
 /** A client of the run's Redis of this topology, under `keyPrefix`, the way the broker makes one. */
-export function testRedisClient(topology: RedisTopology, keyPrefix = ''): RedisClient {
+export function testRedisClient(topology: RedisTopology = fileTopology, keyPrefix = ''): RedisClient {
+  placed[topology]++;
   const nodes = REDIS_CLUSTER_NODES.split(',').map((n) => ({ host: n.slice(0, n.lastIndexOf(':')), port: Number(n.slice(n.lastIndexOf(':') + 1)) }));
   const client = topology === 'cluster'
-    ? createRedisClient({ url: REDIS_URL, keyPrefix, cluster: { nodes, tls: false, username: undefined, password: undefined } })
+    ? createRedisClient({ url: REDIS_URL, keyPrefix, cluster: { nodes, tls: false, username: undefined, password: undefined } }, { enableOfflineQueue: true })
     : createRedisClient({ url: REDIS_URL, keyPrefix });
   client.on('error', () => {});
   return client;
