@@ -67,6 +67,27 @@ describe('loadConfig', () => {
     expect(found).not.toContain('hunter2-secret');
   });
 
+  it('reads Redis Cluster seed nodes, with credentials and TLS from a URL form, ignores REDIS_URL then, and refuses sentinels with it', () => {
+    const db = { DATABASE_URL: 'postgresql://127.0.0.1:1/x' };
+    expect(loadConfig({ ...db, REDIS_CLUSTER_NODES: '10.0.0.1:7000,redis-b.internal:7001' }).redis.cluster).toEqual({
+      nodes: [{ host: '10.0.0.1', port: 7000 }, { host: 'redis-b.internal', port: 7001 }], tls: false, username: undefined, password: undefined,
+    });
+    const secure = loadConfig({ ...db, REDIS_URL: 'redis://ignored:1', REDIS_CLUSTER_NODES: 'rediss://broker:s3cret@10.0.0.1:7000,rediss://10.0.0.2:7000' });
+    expect(secure.redis.cluster).toMatchObject({ tls: true, username: 'broker', password: 's3cret' });
+    expect(secure.redis.url).not.toContain('s3cret');
+    expect(secure.warnings.join('\n')).toMatch(/REDIS_URL is ignored: REDIS_CLUSTER_NODES is set/);
+    // Production accepts a cluster instead of REDIS_URL.
+    expect(problems({ NODE_ENV: 'production', REDIS_CLUSTER_NODES: '10.0.0.1:7000' }).join('\n')).not.toMatch(/REDIS_URL/);
+    expect(problems({ REDIS_CLUSTER_NODES: '10.0.0.1' }).join('\n')).toMatch(/REDIS_CLUSTER_NODES: each node is host:port/);
+    expect(problems({ REDIS_CLUSTER_NODES: 'redis://10.0.0.1:7000,rediss://10.0.0.2:7000' }).join('\n')).toMatch(/one scheme for every node/);
+    expect(problems({ REDIS_CLUSTER_NODES: '10.0.0.1:7000', REDIS_SENTINELS: 's1:26379', REDIS_SENTINEL_NAME: 'b' }).join('\n')).toMatch(/REDIS_CLUSTER_NODES, REDIS_SENTINELS: set one or the other/);
+    // A brace in the prefix would be a hash tag putting every key in one slot.
+    expect(problems({ REDIS_KEY_PREFIX: 'tb{x}:' }).join('\n')).toMatch(/REDIS_KEY_PREFIX: must not contain/);
+    const leaked = problems({ REDIS_CLUSTER_NODES: 'redis://u:hunter2-secret@bad host:1' }).join('\n');
+    expect(leaked).toMatch(/REDIS_CLUSTER_NODES/);
+    expect(leaked).not.toContain('hunter2-secret');
+  });
+
   it('bounds the PostgreSQL pool: size, connect timeout and statement timeout, with 0 sending no statement timeout', () => {
     expect(loadBootConfig({}).databasePool).toEqual({ max: 10, connectTimeoutMs: 5_000, statementTimeoutMs: 15_000 });
     expect(loadBootConfig({ DATABASE_POOL_MAX: '4', DATABASE_CONNECT_TIMEOUT_MS: '800', DATABASE_STATEMENT_TIMEOUT_MS: '0' }).databasePool).toEqual({ max: 4, connectTimeoutMs: 800, statementTimeoutMs: 0 });

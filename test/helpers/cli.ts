@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import type { TestBroker } from './broker.js';
 import { TEST_DOMAIN, TEST_JWT_SECRET } from './broker.js';
 import { childEnv, REPO_ROOT, trackChild } from './process.js';
-import { REDIS_URL } from './redis-keys.js';
+import { redisEnv } from './redis-keys.js';
 
 /** Each CLI run starts Node, tsx and the broker's modules; tests running several get this long. */
 export const CLI_TEST_TIMEOUT_MS = 300_000;
@@ -60,7 +60,7 @@ export function cliEnv(broker: TestBroker, extra: Record<string, string> = {}): 
   return {
     NODE_ENV: 'test',
     DATABASE_URL: broker.config.databaseUrl,
-    REDIS_URL,
+    ...redisEnv(),
     REDIS_KEY_PREFIX: broker.config.redis.keyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
     CLOUDFLARE_API_TOKEN: broker.emulator.apiToken,

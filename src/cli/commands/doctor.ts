@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { Cluster } from 'ioredis';
 import pg from 'pg';
 import type { CheckResult } from '../../cloudflare/access-check.js';
 import { type BootConfig, type Config, ConfigError, hasTeamRule, loadBootConfig, migrationDatabaseUrl } from '../../config/env.js';
@@ -6,6 +7,7 @@ import { migrationStatus } from '../../db/migrate.js';
 import { startServices, type ServicesDescription, type StartedServices } from '../../dev-services/dev-services.js';
 import { redactUrl } from '../../logging/redact-url.js';
 import { createRedisClient, describeRedisTarget } from '../../plugins/redis.js';
+import type { RedisClient } from '../../redis/redis-client.js';
 import { CliError, type CliContext, describeError } from '../context.js';
 import { json, plural } from '../output.js';
 
@@ -163,7 +165,18 @@ async function checkRedis(config: Config, description: ServicesDescription): Pro
     await redis.connect();
     const info = await redis.info('server');
     const version = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
-    return { name: 'redis', status: 'ok', message: `Redis ${version} at ${where} (key prefix ${JSON.stringify(config.redis.keyPrefix)})${storeNote(description.redis)}` };
+    const found = `Redis ${version} at ${where} (key prefix ${JSON.stringify(config.redis.keyPrefix)})${storeNote(description.redis)}`;
+    const policies = await evictionPolicies(redis);
+    const evicting = policies.filter((p) => p !== 'noeviction' && p !== 'unknown');
+    if (evicting.length > 0) {
+      return {
+        name: 'redis',
+        status: 'warn',
+        message: `${found}; maxmemory-policy is ${[...new Set(evicting)].join(', ')}: an evicted heartbeat reads as "not found" to an agent and hides its tunnel from the reaper`,
+        fix: 'set maxmemory-policy noeviction (on every primary of a cluster): a full Redis then refuses writes, which the broker answers with 503',
+      };
+    }
+    return { name: 'redis', status: 'ok', message: `${found}${policies.includes('unknown') ? '; maxmemory-policy could not be read (CONFIG is disabled): it must be noeviction' : ''}` };
   } catch (error) {
     const message = describeError(cause ?? error);
     const fix = /NOAUTH|WRONGPASS|invalid password/i.test(message) ? 'check the password in REDIS_URL' : 'start Redis, or point REDIS_URL at it';
@@ -171,6 +184,15 @@ async function checkRedis(config: Config, description: ServicesDescription): Pro
   } finally {
     redis.disconnect();
   }
+}
+
+/** Each primary's maxmemory-policy ('unknown' where CONFIG is refused, as on some managed services). */
+async function evictionPolicies(redis: RedisClient): Promise<string[]> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  return Promise.all(nodes.map(async (node) => {
+    const reply = await node.config('GET', 'maxmemory-policy').catch(() => []);
+    return String((reply as string[])[1] ?? 'unknown');
+  }));
 }
 
 async function checkCloudflare(config: BootConfig, options: { createTeamGate?: boolean }): Promise<CheckResult[]> {
