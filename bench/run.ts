@@ -128,6 +128,8 @@ const BUDGETS = {
   /** "Does not grow with the live count": counts must agree within 10 %, time within 50 % (shared machine). */
   reaperCountGrowth: 1.1,
   reaperTimeGrowth: 1.5,
+  /** Broker CPU per reaped tunnel, at every live count (issue 14). */
+  reaperCpuMs: 2.5,
 };
 
 interface Args {
@@ -962,7 +964,7 @@ function summaryRows(r: Report): string[][] {
   const p = r.reaper;
   if (p) {
     for (const t of p.perTunnel) {
-      rows.push(['3. reaper', `per reaped tunnel, ${fmt(t.live)} live`, `${fmt(t.ms, 1)} ms sweep · ${fmt(t.cpuMs, 1)} ms CPU · ${fmt(t.redis, 1)} redis cmds (${fmt(t.evalsha, 1)} EVALSHA) · ${fmt(t.pgXacts, 1)} pg xacts · ${fmt(t.tupFetched, 1)} tup fetched · ${fmt(t.upstream, 1)} upstream`, '', 'INFO']);
+      rows.push(['3. reaper', `per reaped tunnel, ${fmt(t.live)} live`, `${fmt(t.ms, 1)} ms sweep · ${fmt(t.cpuMs, 1)} ms CPU · ${fmt(t.redis, 1)} redis cmds (${fmt(t.evalsha, 1)} EVALSHA) · ${fmt(t.pgXacts, 1)} pg xacts · ${fmt(t.tupFetched, 1)} tup fetched · ${fmt(t.upstream, 1)} upstream`, `CPU < ${BUDGETS.reaperCpuMs} ms`, t.cpuMs < BUDGETS.reaperCpuMs ? 'PASS' : 'FAIL']);
     }
     const g = p.growth;
     rows.push(['3. reaper', `growth ${fmt(REAPER.steps[1]!)} vs ${fmt(REAPER.steps[0]!)} live (CPU · sweep time · redis · pg · tup · upstream)`, `${fmt(g.cpuMs, 2)} · ${fmt(g.ms, 2)} · ${fmt(g.redis, 2)} · ${fmt(g.pgXacts, 2)} · ${fmt(g.tupFetched, 2)} · ${fmt(g.upstream, 2)}`, `redis, pg xacts, upstream <= ${BUDGETS.reaperCountGrowth}; CPU <= ${BUDGETS.reaperTimeGrowth}`, p.verdict]);

@@ -1,6 +1,7 @@
 import Cloudflare from 'cloudflare';
 import type { CloudflareConfig } from '../config/env.js';
 import type { BudgetGate } from './budget-gate.js';
+import { createNodeHttpFetch } from './node-http-fetch.js';
 
 export const DEFAULT_CLOUDFLARE_BASE_URL = 'https://api.cloudflare.com/client/v4';
 
@@ -32,7 +33,7 @@ type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<Resp
  * retried by TunnelProvider, which adopts what an earlier attempt made.
  */
 export function createCloudflareClient(config: CloudflareConfig, options: { budget?: BudgetGate; fetch?: Fetch } = {}): Cloudflare {
-  const base = capRetryAfter(options.fetch ?? globalThis.fetch, MAX_RETRY_DELAY_MS);
+  const base = capRetryAfter(options.fetch ?? createNodeHttpFetch(), MAX_RETRY_DELAY_MS);
   return new Cloudflare({
     apiToken: config.apiToken,
     apiKey: null,

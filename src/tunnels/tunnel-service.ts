@@ -476,7 +476,8 @@ export class TunnelService {
     }
     const { row } = result;
     if (result.previous !== 'ending') {
-      log.info({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
+      // Debug: the reap's one info line is "tunnel ended" (or its failure), which names the reason.
+      log.debug({ event: LogEvent.tunnelHeartbeatLapsed, tunnelId, userId: row.ownerId, reason: row.endReason }, 'tunnel due; ending it');
     }
     const lease = new TunnelLease(this.#leaseDeps, row.id, row.leaseGeneration, acquiredAt);
     await lease.scheduleCheckBack();
