@@ -12,6 +12,8 @@ declare module 'autocannon' {
     interface Options {
       url: string;
       connections?: number;
+      /** Requests per second for all connections together. */
+      overallRate?: number;
       duration?: number;
       amount?: number;
       timeout?: number;

@@ -39,6 +39,7 @@ import { withDatabase } from '../src/db/migrate.js';
 import type { PrivateRedis } from '../test/helpers/private-services.js';
 import { startTestServices } from '../test/helpers/test-services.js';
 import { HEARTBEAT_BUCKET_KEYS, HEARTBEAT_BUCKETS } from '../src/tunnels/heartbeat-keys.js';
+import { renderSoakSection, SOAK_HEADING, soakSection, soakSummaryRows, type SoakResult } from './soak-at-scale.js';
 import { INSPECTOR_HEADING, inspectorSection, inspectorSummaryRows, renderInspectorSection, type InspectorResult } from './inspector.js';
 import { readProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import { bearerHeaders, type TokenKind } from './lib/tokens.js';
@@ -87,7 +88,9 @@ const TUNNEL_NAME_PREFIX = 'tb-';
  * The whole run must fit in 5 minutes on a 2-core machine. Past this it stops measuring,
  * cleans up and writes what it has (marked incomplete); cleanup and the report need the rest.
  */
-const HARD_DEADLINE_MS = 275_000;
+const SOAK_ONLY = process.argv.includes('--only=soak');
+/** The soak at scale (`--only=soak`, alone) runs its load for over two minutes after seeding 100,000 tunnels. */
+const HARD_DEADLINE_MS = SOAK_ONLY ? 600_000 : 275_000;
 
 /** The time limit cut a measurement short. */
 class DeadlineError extends Error {
@@ -156,8 +159,9 @@ function parseArgs(argv: string[]): Args {
     } else if (arg.startsWith('--out=')) out = path.resolve(arg.slice('--out='.length));
     else if (arg === '--tokens=access' || arg === '--tokens=heartbeat') tokens = arg.slice('--tokens='.length) as TokenKind;
     else if (arg === '--access=team' || arg === '--access=public' || arg === '--access=emails') access = arg.slice('--access='.length) as Args['access'];
-    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper,inspector, --tokens=heartbeat|access, --out=PATH, --access=team|public|emails)`);
+    else throw new Error(`unknown argument ${arg} (use --profile, --only=heartbeat,create,reaper,inspector or --only=soak alone, --tokens=heartbeat|access, --out=PATH, --access=team|public|emails)`);
   }
+  if (only.has('soak') && only.size > 1) throw new Error('--only=soak runs alone (it needs the whole machine for over two minutes)');
   return { profile, tokens, only, out, access };
 }
 
@@ -928,6 +932,7 @@ interface Report {
   create?: CreateResult;
   reaper?: ReaperResult;
   inspector?: InspectorResult;
+  soak?: SoakResult;
   profiles: Array<{ name: string; summary: ProfileSummary }>;
 }
 
@@ -974,6 +979,7 @@ function summaryRows(r: Report): string[][] {
   if (h) rows.push(['4. footprint', `API broker RSS idle → after heartbeat load on ${fmt(h.tunnels)} live`, `${fmtBytes(h.brokerRss.idle)} → ${fmtBytes(h.brokerRss.afterLoad)}`, '', 'INFO']);
   if (p) rows.push(['4. footprint', 'reaper broker RSS after a reap, by live count', p.footprint.reaperRss.map((x) => `${fmt(x.live)}: ${fmtBytes(x.rss)}`).join(' · '), '', 'INFO']);
   if (r.inspector) rows.push(...inspectorSummaryRows(r.inspector));
+  if (r.soak) rows.push(...soakSummaryRows(r.soak));
   return rows;
 }
 
@@ -1049,6 +1055,7 @@ function renderMarkdown(r: Report): string {
     out.push('');
   }
   if (r.inspector) out.push(renderInspectorSection(r.inspector), '');
+  if (r.soak) out.push(renderSoakSection(r.soak, r.date), '');
   if (r.profiles.length > 0) {
     out.push('## CPU profiles of this run', '');
     for (const { name, summary } of r.profiles) {
@@ -1135,6 +1142,21 @@ async function main(): Promise<void> {
       collectProfiles('reaper brokers, section 3');
     }
     if (args.only.has('inspector')) report.inspector = await inspectorSection(run.log, QUICK);
+    if (args.only.has('soak')) {
+      report.soak = await soakSection({
+        log: run.log,
+        secret: run.secret,
+        emulator,
+        pgServerUrl: PG_SERVER_URL,
+        clusterNodes: services.redisClusterNodes,
+        tunnelNamePrefix: TUNNEL_NAME_PREFIX,
+        domain: DOMAIN,
+        startBroker: (name, o) => startBroker(ctx, name, brokerEnv(ctx, { role: 'all', databaseUrl: o.databaseUrl, redisUrl: REDIS_URL, prefix: o.prefix, extra: o.extra })),
+        defer: (what, fn) => run.defer(what, fn),
+        quick: QUICK,
+      });
+      collectProfiles('soak brokers, section 7');
+    }
   } catch (error) {
     if (error instanceof DeadlineError) {
       report.incomplete = error.message;
@@ -1155,7 +1177,8 @@ async function main(): Promise<void> {
     return;
   }
   process.stdout.write(`\n${textTable(SUMMARY_HEADER, summaryRows(report))}\n\n`);
-  if (args.only.size === 1 && report.inspector && existsSync(args.out)) writeFileSync(args.out, withCurrentNotes(spliceSection(readFileSync(args.out, 'utf8'), INSPECTOR_HEADING, renderInspectorSection(report.inspector))));
+  if (args.only.size === 1 && report.soak && existsSync(args.out)) writeFileSync(args.out, withCurrentNotes(spliceSection(readFileSync(args.out, 'utf8'), SOAK_HEADING, renderSoakSection(report.soak, report.date))));
+  else if (args.only.size === 1 && report.inspector && existsSync(args.out)) writeFileSync(args.out, withCurrentNotes(spliceSection(readFileSync(args.out, 'utf8'), INSPECTOR_HEADING, renderInspectorSection(report.inspector))));
   else writeFileSync(args.out, renderMarkdown(report));
   const incomplete = report.incomplete ?? report.reaper?.incomplete;
   if (incomplete) {

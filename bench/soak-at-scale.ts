@@ -12,7 +12,6 @@
 import autocannon from 'autocannon';
 import type { CloudflareEmulator } from '../src/cloudflare/emulator/emulator.js';
 import { createRedisClient } from '../src/plugins/redis.js';
-import { deleteKeysUnderPrefix } from '../test/helpers/redis-keys.js';
 import { insertTunnels, makeTunnels, markEpoch, seedLiveState, seedUpstream, setDeadlines, type SeedTunnel } from './lib/seed.js';
 import { createBenchDatabase, type ServerProcess, withPg } from './lib/services.js';
 import { fmt, markdownTable, percentile, type Verdict } from './lib/stats.js';
@@ -75,6 +74,8 @@ export interface SoakResult {
 export async function soakSection(deps: SoakDeps): Promise<SoakResult> {
   const s = deps.quick ? QUICK_SOAK : SOAK;
   const { log } = deps;
+  // Loaded here: the test helpers read the run's services from the environment bench/run.ts sets first.
+  const { deleteKeysUnderPrefix } = await import('../test/helpers/redis-keys.js');
   const db = await createBenchDatabase(deps.pgServerUrl, 'soak');
   deps.defer(`drop ${db.name}`, () => db.drop());
   const prefix = `bench:soak:${Date.now()}:`;
