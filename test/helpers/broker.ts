@@ -35,7 +35,10 @@ export class LogCapture extends Writable {
 export interface TestBroker {
   app: FastifyInstance;
   config: Config;
+  /** The primary account's emulator (emulators[0]). */
   emulator: CloudflareEmulator;
+  /** One emulator per Cloudflare account, in the order of CLOUDFLARE_ACCOUNTS. */
+  emulators: CloudflareEmulator[];
   db: TestDatabase;
   logs: LogCapture;
   /** A Redis client on the same key prefix as the app, for assertions. */
@@ -51,6 +54,35 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   shared?: { db: TestDatabase; emulator: CloudflareEmulator; redisKeyPrefix: string };
   /** Use this database (e.g. on a private PostgreSQL) instead of a fresh one on the shared server. */
   db?: TestDatabase;
+  /**
+   * More than one Cloudflare account: one emulator each (account `acc<i>`, zone under
+   * `<name>.tunnels.test`), given to the broker as CLOUDFLARE_ACCOUNTS. Not with `shared`.
+   */
+  accounts?: Array<{ name: string; maxTunnels?: number }>;
+}
+
+/** The tunnel domain of test account `name` (see TestBrokerOptions.accounts). */
+export function accountDomain(name: string): string {
+  return `${name}.${TEST_DOMAIN}`;
+}
+
+/** Account and zone ids the emulator of test account `index` answers for (32 hex digits at most). */
+function accountIds(index: number): { accountId: string; zoneId: string } {
+  return { accountId: `acc${index}`.padEnd(32, '0'), zoneId: `zone${index}`.padEnd(32, '0') };
+}
+
+async function startAccountEmulators(accounts: NonNullable<TestBrokerOptions['accounts']>): Promise<{ emulators: CloudflareEmulator[]; env: Record<string, string> }> {
+  const emulators = await Promise.all(accounts.map((a, i) => startCloudflareEmulator({ ...accountIds(i), zoneName: accountDomain(a.name), apiToken: `token-of-${a.name}` })));
+  const list = accounts.map((a, i) => ({
+    name: a.name,
+    apiToken: emulators[i]!.apiToken,
+    accountId: emulators[i]!.accountId,
+    zoneId: emulators[i]!.zoneId,
+    tunnelDomain: accountDomain(a.name),
+    baseUrl: emulators[i]!.url,
+    ...(a.maxTunnels !== undefined ? { maxTunnels: a.maxTunnels } : {}),
+  }));
+  return { emulators, env: { CLOUDFLARE_ACCOUNTS: JSON.stringify(list) } };
 }
 
 /**
@@ -82,7 +114,9 @@ export function useTestBroker(options: TestBrokerOptions = {}): TestBroker {
  */
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const db = options.shared?.db ?? options.db ?? (await createTestDatabase());
-  const emulator = options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
+  const multi = options.accounts ? await startAccountEmulators(options.accounts) : undefined;
+  const emulator = multi?.emulators[0] ?? options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
+  const emulators = multi?.emulators ?? [emulator];
   const keyPrefix = options.shared?.redisKeyPrefix ?? testKeyPrefix();
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -90,12 +124,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     REDIS_URL,
     REDIS_KEY_PREFIX: keyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
-    CLOUDFLARE_API_TOKEN: emulator.apiToken,
-    CLOUDFLARE_ACCOUNT_ID: emulator.accountId,
-    CLOUDFLARE_ZONE_ID: emulator.zoneId,
-    CLOUDFLARE_BASE_URL: emulator.url,
+    ...(multi?.env ?? {
+      CLOUDFLARE_API_TOKEN: emulator.apiToken,
+      CLOUDFLARE_ACCOUNT_ID: emulator.accountId,
+      CLOUDFLARE_ZONE_ID: emulator.zoneId,
+      CLOUDFLARE_BASE_URL: emulator.url,
+      TUNNEL_DOMAIN: TEST_DOMAIN,
+    }),
     CLOUDFLARE_TIMEOUT_MS: '2000',
-    TUNNEL_DOMAIN: TEST_DOMAIN,
     LOG_LEVEL: 'debug',
     ...options.env,
   });
@@ -114,6 +150,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     app,
     config,
     emulator,
+    emulators,
     db,
     logs,
     redis,
@@ -124,7 +161,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       if (!options.shared) {
         // A private Redis may be stopped by now; on the shared one, cleanup-hooks.ts checks this again.
         await deleteKeysUnderPrefix(redis, keyPrefix).catch(() => {});
-        await emulator.close();
+        await Promise.all(emulators.map((e) => e.close()));
         if (!options.db) await db.drop();
       }
       redis.disconnect();
