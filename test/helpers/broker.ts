@@ -72,7 +72,14 @@ function accountIds(index: number): { accountId: string; zoneId: string } {
 }
 
 async function startAccountEmulators(accounts: NonNullable<TestBrokerOptions['accounts']>): Promise<{ emulators: CloudflareEmulator[]; env: Record<string, string> }> {
-  const emulators = await Promise.all(accounts.map((a, i) => startCloudflareEmulator({ ...accountIds(i), zoneName: accountDomain(a.name), apiToken: `token-of-${a.name}` })));
+  const emulators = await Promise.all(accounts.map((a, i) => startCloudflareEmulator({
+    ...accountIds(i),
+    zoneName: accountDomain(a.name),
+    apiToken: `token-of-${a.name}`,
+    // The emulator refuses past the broker's own capacity: a broker that ever asked for one
+    // tunnel too many would see its create fail (a 502), which the tests treat as a bug.
+    ...(a.maxTunnels !== undefined ? { maxTunnels: a.maxTunnels } : {}),
+  })));
   const list = accounts.map((a, i) => ({
     name: a.name,
     apiToken: emulators[i]!.apiToken,
