@@ -18,6 +18,8 @@ export interface AccountHandle {
 /** What insert_live_tunnel_placed chooses among: the accounts in order, each with its capacity and domain. */
 export interface Placement {
   accountIds: string[];
+  /** The primary account's id: rows with no account recorded count against it. */
+  primaryAccountId: string;
   capacities: number[];
   domains: string[];
 }
@@ -103,12 +105,27 @@ export class CloudflareAccounts {
     return handle;
   }
 
-  placement(): Placement {
+  placement(handles: readonly AccountHandle[] = this.all): Placement {
     return {
-      accountIds: this.all.map((h) => h.account.accountId),
-      capacities: this.all.map((h) => h.account.maxTunnels),
-      domains: this.all.map((h) => h.account.tunnelDomain),
+      accountIds: handles.map((h) => h.account.accountId),
+      primaryAccountId: this.primary.account.accountId,
+      capacities: handles.map((h) => h.account.maxTunnels),
+      domains: handles.map((h) => h.account.tunnelDomain),
     };
+  }
+
+  /**
+   * Where a create may go: every account whose request budget can take a create now (beyond
+   * the share kept for teardowns), so a spent budget in one account sends new tunnels to the
+   * others instead of failing them. A hint, read before the insert: an account that spends its
+   * budget meanwhile fails that one create fast, as with one account. With one account, or
+   * when no budget has room, every account (the create then fails fast on its budget).
+   */
+  async placementForCreate(): Promise<Placement> {
+    if (this.all.length === 1) return this.placement();
+    const remaining = await Promise.all(this.all.map((h) => h.budget.budget.remaining().catch(() => Number.POSITIVE_INFINITY)));
+    const open = this.all.filter((h, i) => remaining[i]! > h.budget.reserveForWaiters);
+    return this.placement(open.length > 0 ? open : this.all);
   }
 
   /** Shutting down: no teardown waits for any account's budget any more. */

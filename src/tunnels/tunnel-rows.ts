@@ -114,7 +114,7 @@ export class TunnelRows {
       const [inserted] = await this.#prisma.$queryRaw<Tunnel[]>`
         SELECT ${TUNNEL_COLUMNS}
         FROM insert_live_tunnel_placed(${QUOTA_LOCK_NAMESPACE}::int, ${maxLive}::int, ${PLACEMENT_LOCK_NAMESPACE}::int,
-          ${placement.accountIds}::text[], ${placement.capacities}::int[], ${placement.domains}::text[],
+          ${placement.accountIds}::text[], ${placement.capacities}::int[], ${placement.domains}::text[], ${placement.primaryAccountId},
           ${row.id}::uuid, ${row.ownerId}, ${row.slug}, ${row.port}::int, ${Math.round(leaseMs)}::int)`;
       return inserted;
     } catch (error) {

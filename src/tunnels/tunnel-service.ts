@@ -560,7 +560,7 @@ export class TunnelService {
     const { maxPerUser } = this.#config.tunnels;
     let row: Tunnel | undefined;
     try {
-      row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, port }, maxPerUser, this.leaseMs, this.#accounts.placement());
+      row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, port }, maxPerUser, this.leaseMs, await this.#accounts.placementForCreate());
     } catch (error) {
       if (error instanceof AccountsFullError) throw new AppError('TUNNEL_CAPACITY_EXHAUSTED', { retryAfterSec: this.capacityRetryAfterSec });
       throw error;

@@ -86,7 +86,7 @@ describe('two Cloudflare accounts, two tunnels each', () => {
     expect((await remove(broker, first.userId, first.body.tunnelId)).statusCode).toBe(204);
   });
 
-  it("gives each account its own request budget: one account's spent budget does not stop another's creates or teardowns", async () => {
+  it("gives each account its own request budget: one account's spent budget does not stop another's teardowns, and creates go elsewhere", async () => {
     const alpha = await createOk(broker);
     const beta = await createOk(broker);
     expect([alpha.row.cfAccountId, beta.row.cfAccountId]).toEqual(broker.emulators.map((e) => e.accountId));
@@ -101,9 +101,15 @@ describe('two Cloudflare accounts, two tunnels each', () => {
     // Alpha has 1 live of 2 and beta 0 of 2: beta is the less loaded, and its budget is whole.
     const next = await createOk(broker);
     expect(next.row.cfAccountId).toBe(broker.emulators[1]!.accountId);
+    // Now alpha (1 of 2) is the less loaded, but its budget is spent: the create goes to beta
+    // rather than fail on alpha's budget.
+    const alphaCreates = broker.emulators[0]!.count('tunnel.create');
+    const avoided = await createOk(broker);
+    expect(avoided.row.cfAccountId).toBe(broker.emulators[1]!.accountId);
+    expect(broker.emulators[0]!.count('tunnel.create')).toBe(alphaCreates);
 
     await broker.redis.del('cf-budget');
-    for (const m of [alpha, next]) expect((await remove(broker, m.userId, m.body.tunnelId)).statusCode).toBe(204);
+    for (const m of [alpha, next, avoided]) expect((await remove(broker, m.userId, m.body.tunnelId)).statusCode).toBe(204);
   });
 
   it('reconciles every account: an orphan in the second account is removed with its own token', async () => {

@@ -10,7 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 /** Long enough not to lapse during a test unless a test makes it. */
 const LEASE_MS = 60_000;
 /** One account with room for every row these tests make. */
-const ONE_ACCOUNT: Placement = { accountIds: ['acc-main'], capacities: [100_000], domains: ['tunnels.test'] };
+const ONE_ACCOUNT: Placement = { accountIds: ['acc-main'], primaryAccountId: 'acc-main', capacities: [100_000], domains: ['tunnels.test'] };
 
 let db: TestDatabase;
 let prisma: PrismaClient;
@@ -201,7 +201,7 @@ describe('TunnelRows.insertLive: Cloudflare account capacity', () => {
   /** Two accounts no other test uses, so their counts are this test's alone. */
   function twoAccounts(capacities: [number, number]): Placement {
     const tag = randomUUID().slice(0, 8);
-    return { accountIds: [`a-${tag}`, `b-${tag}`], capacities: [...capacities], domains: [`a-${tag}.test`, `b-${tag}.test`] };
+    return { accountIds: [`a-${tag}`, `b-${tag}`], primaryAccountId: `a-${tag}`, capacities: [...capacities], domains: [`a-${tag}.test`, `b-${tag}.test`] };
   }
   const insert = (placement: Placement, row = newRow()) => rows.insertLive(row, 1_000, LEASE_MS, placement);
 
@@ -241,7 +241,10 @@ describe('TunnelRows.insertLive: Cloudflare account capacity', () => {
     expect(placedAfter.cfAccountId).toBe(placement.accountIds[1]);
     const counts = await rows.liveCountsByAccount(placement.accountIds[0]!);
     expect([counts.get(placement.accountIds[0]!), counts.get(placement.accountIds[1]!)]).toEqual([1, 1]);
-    // Every placement counts unrecorded rows against its first account: end it, or the next tests would see it.
+    // Only against the primary: a placement without it (its budget spent) does not count the row for the others.
+    expect((await insert({ ...placement, accountIds: [placement.accountIds[1]!], capacities: [2], domains: [placement.domains[1]!] }))?.cfAccountId).toBe(placement.accountIds[1]);
+    await expect(insert({ ...placement, accountIds: [placement.accountIds[1]!], capacities: [2], domains: [placement.domains[1]!] })).rejects.toBeInstanceOf(AccountsFullError);
+    // A row without an account counts against whichever primary a placement names (in production, always the same one): end it.
     await prisma.tunnel.update({ where: { id: legacy.id }, data: { status: 'ended' } });
   });
 

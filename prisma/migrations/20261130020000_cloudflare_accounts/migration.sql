@@ -29,6 +29,7 @@ CREATE FUNCTION "insert_live_tunnel_placed"(
     p_accounts TEXT[],
     p_capacities INTEGER[],
     p_domains TEXT[],
+    p_primary_account TEXT,
     p_id UUID,
     p_owner_id TEXT,
     p_slug TEXT,
@@ -47,9 +48,9 @@ BEGIN
     SELECT a.i INTO v_index
     FROM unnest(p_accounts, p_capacities) WITH ORDINALITY AS a(account, capacity, i)
     LEFT JOIN LATERAL (
-        -- NULL: a row from before accounts were recorded, which is the primary's (the first).
+        -- NULL: a row from before accounts were recorded, which is the primary account's.
         SELECT count(*) AS live FROM "tunnels" t
-        WHERE t."status" <> 'ended' AND COALESCE(t."cf_account_id", p_accounts[1]) = a.account
+        WHERE t."status" <> 'ended' AND COALESCE(t."cf_account_id", p_primary_account) = a.account
     ) c ON TRUE
     WHERE c.live < a.capacity
     ORDER BY c.live::float8 / a.capacity, a.i
