@@ -1,19 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadBootConfig } from '../../src/config/env.js';
+import { loadBootConfig } from '../../src/config/env.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const alpha = { apiToken: 'secret-alpha-token', accountId: 'a'.repeat(32), zoneId: 'z'.repeat(32), tunnelDomain: 'alpha.example.dev' };
 const beta = { name: 'beta', apiToken: 'secret-beta-token', accountId: 'b'.repeat(32), zoneId: 'y'.repeat(32), tunnelDomain: 'beta.example.dev', maxTunnels: 300 };
 const single = { CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32), CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com' };
 
-function problems(env: Record<string, string>, readFile?: (file: string) => string): string[] {
-  try {
-    loadBootConfig(env, readFile);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+const problems = configProblems;
 
 describe('Cloudflare accounts in the configuration', () => {
   it('makes the single-account variables one account, with CLOUDFLARE_MAX_TUNNELS (default 1000) as its capacity', () => {
