@@ -428,9 +428,11 @@ export class TunnelService {
     return { tunnels, total };
   }
 
-  /** One tunnel by id, whatever its state, or the live one with that hostname: what an operator names. */
-  findForOperator(ref: { id: string } | { hostname: string }): Promise<Tunnel | null> {
+  /** One tunnel by id, whatever its state, or the live one with that hostname or slug: what an operator names. */
+  findForOperator(ref: { id: string } | { hostname: string } | { slug: string }): Promise<Tunnel | null> {
     if ('id' in ref) return this.#prisma.tunnel.findUnique({ where: { id: ref.id } });
+    // A slug names one live tunnel across every account (tunnels_live_slug_key).
+    if ('slug' in ref) return this.#prisma.tunnel.findFirst({ where: { slug: ref.slug, status: { not: 'ended' } } });
     return this.#prisma.tunnel.findFirst({ where: { hostname: ref.hostname, status: { not: 'ended' } } });
   }
 
