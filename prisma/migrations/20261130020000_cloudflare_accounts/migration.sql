@@ -47,11 +47,14 @@ BEGIN
     PERFORM pg_advisory_xact_lock(p_placement_lock_namespace, 0);
     SELECT a.i INTO v_index
     FROM unnest(p_accounts, p_capacities) WITH ORDINALITY AS a(account, capacity, i)
-    LEFT JOIN LATERAL (
-        -- NULL: a row from before accounts were recorded, which is the primary account's.
-        SELECT count(*) AS live FROM "tunnels" t
-        WHERE t."status" <> 'ended' AND COALESCE(t."cf_account_id", p_primary_account) = a.account
-    ) c ON TRUE
+    CROSS JOIN LATERAL (
+        -- Two counts, each an index-only range of tunnels_live_account_idx. NULL: a row from
+        -- before accounts were recorded, which is the primary account's.
+        SELECT (SELECT count(*) FROM "tunnels" t WHERE t."status" <> 'ended' AND t."cf_account_id" = a.account)
+             + CASE WHEN a.account = p_primary_account
+                    THEN (SELECT count(*) FROM "tunnels" t WHERE t."status" <> 'ended' AND t."cf_account_id" IS NULL)
+                    ELSE 0 END AS live
+    ) c
     WHERE c.live < a.capacity
     ORDER BY c.live::float8 / a.capacity, a.i
     LIMIT 1;
