@@ -179,7 +179,7 @@ async function checkCloudflare(config: BootConfig, options: { createTeamGate?: b
       name: 'cloudflare',
       status: 'warn',
       message: 'not configured: `npm start` uses its built-in emulator and no hostname routes anywhere',
-      fix: 'set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN',
+      fix: 'set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN (or CLOUDFLARE_ACCOUNTS for several accounts)',
     }];
   }
   // Loaded only when there is a Cloudflare to check: the SDK is most of the CLI's start-up time.
