@@ -77,6 +77,25 @@ describe('two Cloudflare accounts, two tunnels each', () => {
     expect(broker.emulators.map((e) => e.liveTunnels().length)).toEqual([0, 0]);
   });
 
+  it("makes a tunnel's own Access objects in its account, at create and on PATCH, and removes them there", async () => {
+    // Alpha and beta both empty: the next create goes to alpha, the one after to beta.
+    const first = await createOk(broker);
+    const inBeta = await createOk(broker, user(), { port: 2, access: { mode: 'emails', emails: ['guest@partner.example'] } });
+    expect(inBeta.row.cfAccountId).toBe(broker.emulators[1]!.accountId);
+    const name = `${broker.config.cloudflare.tunnelNamePrefix}${inBeta.body.tunnelId}`;
+    const apps = () => broker.emulators.map((e) => e.accessApps().filter((a) => a.name === name).length);
+    expect(apps()).toEqual([0, 1]);
+    const patched = await broker.app.inject({ method: 'PATCH', url: `/v1/tunnels/${inBeta.body.tunnelId}`, headers: broker.auth(inBeta.userId), payload: { access: { mode: 'public' } } });
+    expect(patched.statusCode, patched.body).toBe(200);
+    expect(apps()).toEqual([0, 0]);
+    expect(broker.emulators[1]!.audience(inBeta.body.hostname)).toMatchObject({ gate: 'none' });
+    const again = await broker.app.inject({ method: 'PATCH', url: `/v1/tunnels/${inBeta.body.tunnelId}`, headers: broker.auth(inBeta.userId), payload: { access: { mode: 'emails', emails: ['x@partner.example'] } } });
+    expect(again.statusCode, again.body).toBe(200);
+    expect(apps()).toEqual([0, 1]);
+    for (const m of [first, inBeta]) expect((await remove(broker, m.userId, m.body.tunnelId)).statusCode).toBe(204);
+    expect(apps()).toEqual([0, 0]);
+  });
+
   it('keeps a slug unique across accounts: a slug live in one account is refused even when the other has room', async () => {
     const slug = `s-${randomUUID().slice(0, 8)}`;
     const first = await createOk(broker, user(), { port: 1, requestedSlug: slug });
