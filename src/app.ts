@@ -17,7 +17,8 @@ import { rateLimitPlugin } from './plugins/rate-limit.js';
 import { readinessPlugin } from './plugins/readiness.js';
 import { redisPlugin } from './plugins/redis.js';
 import { Reaper } from './reaper/reaper.js';
-import { Reconciler } from './reconcile/reconciler.js';
+import { assertAccountsCoverLiveTunnels } from './cloudflare/account-coverage.js';
+import { AccountReconcilers } from './reconcile/account-reconcilers.js';
 import { HeartbeatStore } from './tunnels/heartbeat-store.js';
 import { IdempotencyStore } from './tunnels/idempotency.js';
 import { tunnelRoutes } from './tunnels/routes.js';
@@ -31,8 +32,8 @@ declare module 'fastify' {
     heartbeats: HeartbeatStore;
     /** Present when this process runs the reaper (BROKER_ROLE all or reaper). */
     reaper: Reaper | null;
-    /** Present when this process runs the reaper: removes upstream orphans. */
-    reconciler: Reconciler | null;
+    /** Present when this process runs the reaper: removes upstream orphans, in every account. */
+    reconciler: AccountReconcilers | null;
   }
 }
 
@@ -110,10 +111,10 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
   // Before every route: the OpenAPI document is built from the routes it sees being added.
   await app.register(openapiPlugin);
   // This app's own registry: several apps in one process must not share counters.
-  const metrics = new BrokerMetrics({ cloudflareBudgetRequests: config.cloudflare.budget.requests });
+  const metrics = new BrokerMetrics({ cloudflareBudgetRequests: config.cloudflare.budget.requests, cloudflareAccounts: config.cloudflare.accounts });
   await app.register(prismaPlugin, { databaseUrl: config.databaseUrl, pool: config.databasePool });
   await app.register(redisPlugin, config.redis);
-  await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics, access: { config: config.access, tunnelDomain: config.tunnels.domain } });
+  await app.register(cloudflarePlugin, { config: config.cloudflare, observer: metrics, access: { config: config.access } });
   await app.register(authPlugin, {
     jwt: config.jwt,
     ...(options.jwks ? { jwks: options.jwks } : {}),
@@ -132,13 +133,15 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       const service = new TunnelService({
         prisma: instance.prisma,
         heartbeats,
-        provider: instance.tunnelProvider,
+        accounts: instance.cloudflareAccounts,
         config,
         logger: instance.log.child({ component: 'tunnels' }),
         randomSlug: options.randomSlug,
       });
       instance.decorate('heartbeats', heartbeats);
       instance.decorate('tunnels', service);
+      // Live tunnels in an account no longer configured could never be ended: refuse to start.
+      if (options.restoreHeartbeats ?? true) instance.addHook('onReady', async () => assertAccountsCoverLiveTunnels(instance.prisma, instance.cloudflareAccounts));
       // A Redis that is new or came back empty is rebuilt from PostgreSQL before serving.
       if (options.restoreHeartbeats ?? true) {
         instance.addHook('onReady', async () => {
@@ -152,12 +155,11 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
       instance.decorate('reaper', reaper);
       if (reaper && (options.startReaper ?? true)) instance.addHook('onReady', async () => reaper.start());
       const reconciler = runsReaper
-        ? new Reconciler({
+        ? new AccountReconcilers({
           prisma: instance.prisma,
           redis: instance.redis,
-          provider: instance.tunnelProvider,
+          accounts: instance.cloudflareAccounts,
           logger: instance.log.child({ component: 'reconciler' }),
-          tunnelDomain: config.tunnels.domain,
           tunnelNamePrefix: config.cloudflare.tunnelNamePrefix,
           intervalMs: config.reconcile.intervalSeconds * 1000,
           graceMs: config.reconcile.graceSeconds * 1000,
@@ -192,7 +194,7 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
         deletePerMinute: config.tunnels.deleteRateLimitPerMinute,
       },
       heartbeatTokens: app.heartbeatTokens,
-      tunnelRefs: new TunnelRefResolver(app.prisma, config.tunnels.domain),
+      tunnelRefs: new TunnelRefResolver(app.prisma, config.cloudflare.accounts.map((a) => a.tunnelDomain)),
     });
   }
   return app;

@@ -62,7 +62,9 @@ async function main(): Promise<void> {
       zoneName: config.tunnels.domain,
       apiToken: config.cloudflare.apiToken,
     });
-    config = { ...config, cloudflare: { ...config.cloudflare, baseUrl: emulator.url } };
+    // The one account is the emulator's: the SDK client of each account is built from its entry.
+    const accounts = config.cloudflare.accounts.map((account) => ({ ...account, baseUrl: emulator!.url }));
+    config = { ...config, cloudflare: { ...config.cloudflare, baseUrl: emulator.url, accounts } };
     logger.warn(
       { emulatorUrl: emulator.url },
       `DEVELOPMENT MODE: no Cloudflare settings, so tunnels are created in a built-in emulator at ${emulator.url}. ` +

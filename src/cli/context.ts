@@ -100,7 +100,7 @@ export async function withBroker<T>(context: CliContext, options: BrokerOptions,
   const boot = loadCliConfig(context);
   if (options.needsCloudflare && boot.cloudflare.mode === 'emulator') {
     throw new CliError(
-      'Cloudflare is not configured. Without CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN, ' +
+      'Cloudflare is not configured. Without CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN (or CLOUDFLARE_ACCOUNTS), ' +
         '`npm start` uses an emulator inside its own process, which this command cannot reach. Set them (for a standalone ' +
         'emulator, `npm run emulator`, also CLOUDFLARE_BASE_URL).',
     );

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Type, { type Static } from 'typebox';
@@ -87,6 +88,16 @@ export const EnvSchema = Type.Object({
     Type.String({ pattern: '^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' }),
   ),
   CLOUDFLARE_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /**
+   * More than one Cloudflare account: a JSON array of {name?, apiToken, accountId, zoneId,
+   * tunnelDomain, maxTunnels?, baseUrl?}, instead of CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID,
+   * CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN. The first is the primary (rows from before accounts
+   * were recorded are its). CLOUDFLARE_ACCOUNTS_FILE names a file holding the same JSON.
+   */
+  CLOUDFLARE_ACCOUNTS: Type.Optional(Type.String({ minLength: 1 })),
+  CLOUDFLARE_ACCOUNTS_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** Tunnels the broker keeps in one account at most (Cloudflare allows 1,000); an account's own maxTunnels overrides it. */
+  CLOUDFLARE_MAX_TUNNELS: Int({ default: 1000, maximum: 100_000 }),
   CLOUDFLARE_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 120_000 }),
   CLOUDFLARE_MAX_RETRIES: Type.Integer({ default: 2, minimum: 0, maximum: 10 }),
   /** Account-wide Cloudflare request budget, shared through Redis by every instance (the API allows 1200 per 5 minutes per token). */
@@ -141,13 +152,31 @@ export const EMULATOR_ZONE_ID = 'fedcba9876543210fedcba9876543210';
 export const EMULATOR_API_TOKEN = 'emulator-token';
 export const EMULATOR_TUNNEL_DOMAIN = 'tunnels.localhost';
 
+/** One Cloudflare account the broker places tunnels in (see CLOUDFLARE_ACCOUNTS). */
+export interface CloudflareAccount {
+  /** Its name in metrics, logs and `doctor`: configured, or the account id. Never the token. */
+  name: string;
+  apiToken: string;
+  accountId: string;
+  zoneId: string;
+  /** Hostnames in this account are `<slug>.<tunnelDomain>`; the zone must be this account's. */
+  tunnelDomain: string;
+  /** Live tunnels the broker keeps here at most. */
+  maxTunnels: number;
+  /** The API's base URL for this account (the emulator in tests); CLOUDFLARE_BASE_URL otherwise. */
+  baseUrl: string | undefined;
+}
+
 export interface CloudflareConfig {
   /** `emulator`: no Cloudflare settings were given outside production; server.ts starts the built-in emulator. */
   mode: 'remote' | 'emulator';
+  /** The primary account's (accounts[0]): what single-account code and tools use. */
   apiToken: string;
   accountId: string;
   zoneId: string;
   baseUrl: string | undefined;
+  /** Every account, the primary first. One entry in the single-account case. */
+  accounts: CloudflareAccount[];
   timeoutMs: number;
   maxRetries: number;
   tunnelNamePrefix: string;
@@ -281,7 +310,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
 }
 
 /** Validates the environment and derives the boot config. Throws ConfigError naming every bad variable. */
-export function loadBootConfig(source: Record<string, string | undefined>): BootConfig {
+export function loadBootConfig(source: Record<string, string | undefined>, readFile: (file: string) => string = readConfigFile): BootConfig {
   const known = Object.keys(EnvSchema.properties);
   const raw: Record<string, unknown> = {};
   for (const key of known) {
@@ -335,8 +364,11 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
   if (cluster !== undefined && env.REDIS_URL !== undefined) warnings.push('REDIS_URL is ignored: REDIS_CLUSTER_NODES is set (put credentials and rediss:// in REDIS_CLUSTER_NODES)');
 
   const givenCloudflare = CLOUDFLARE_VARS.filter((k) => env[k] !== undefined);
-  const useEmulator = !production && givenCloudflare.length === 0;
-  if (!useEmulator) {
+  const listed = listedAccounts(env, readFile, problems);
+  const useEmulator = !production && givenCloudflare.length === 0 && listed === undefined;
+  if (listed !== undefined) {
+    for (const key of givenCloudflare) problems.push(`${key}: set either CLOUDFLARE_ACCOUNTS (or CLOUDFLARE_ACCOUNTS_FILE) or the single-account variables, not both`);
+  } else if (!useEmulator) {
     for (const key of CLOUDFLARE_VARS) {
       if (env[key] === undefined) {
         problems.push(
@@ -361,6 +393,17 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     ? DEFAULT_RESERVED_SLUGS
     : env.RESERVED_SLUGS.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
 
+  const accounts: CloudflareAccount[] = listed ?? [{
+    name: env.CLOUDFLARE_ACCOUNT_ID ?? EMULATOR_ACCOUNT_ID,
+    apiToken: env.CLOUDFLARE_API_TOKEN ?? EMULATOR_API_TOKEN,
+    accountId: env.CLOUDFLARE_ACCOUNT_ID ?? EMULATOR_ACCOUNT_ID,
+    zoneId: env.CLOUDFLARE_ZONE_ID ?? EMULATOR_ZONE_ID,
+    tunnelDomain: env.TUNNEL_DOMAIN ?? EMULATOR_TUNNEL_DOMAIN,
+    maxTunnels: env.CLOUDFLARE_MAX_TUNNELS,
+    baseUrl: env.CLOUDFLARE_BASE_URL,
+  }];
+  const primary = accounts[0]!;
+
   return {
     env: env.NODE_ENV,
     role: env.BROKER_ROLE,
@@ -383,17 +426,18 @@ export function loadBootConfig(source: Record<string, string | undefined>): Boot
     metrics: { token: env.METRICS_TOKEN },
     cloudflare: {
       mode: useEmulator ? 'emulator' : 'remote',
-      apiToken: env.CLOUDFLARE_API_TOKEN ?? EMULATOR_API_TOKEN,
-      accountId: env.CLOUDFLARE_ACCOUNT_ID ?? EMULATOR_ACCOUNT_ID,
-      zoneId: env.CLOUDFLARE_ZONE_ID ?? EMULATOR_ZONE_ID,
-      baseUrl: env.CLOUDFLARE_BASE_URL,
+      apiToken: primary.apiToken,
+      accountId: primary.accountId,
+      zoneId: primary.zoneId,
+      baseUrl: primary.baseUrl,
+      accounts,
       timeoutMs: env.CLOUDFLARE_TIMEOUT_MS,
       maxRetries: env.CLOUDFLARE_MAX_RETRIES,
       tunnelNamePrefix: env.TUNNEL_NAME_PREFIX,
       budget: { requests: env.CLOUDFLARE_BUDGET_REQUESTS, windowSeconds: env.CLOUDFLARE_BUDGET_WINDOW_SECONDS },
     },
     tunnels: {
-      domain: env.TUNNEL_DOMAIN ?? EMULATOR_TUNNEL_DOMAIN,
+      domain: primary.tunnelDomain,
       heartbeatIntervalSeconds: env.HEARTBEAT_INTERVAL_SECONDS,
       ttlSeconds: env.TUNNEL_TTL_SECONDS,
       leaseSeconds: env.TUNNEL_LEASE_SECONDS,
@@ -514,7 +558,84 @@ function unscopedProviderProblem(env: Env): string | undefined {
  * and from there into whatever collects the logs.
  */
 function shownValue(name: string, value: unknown): unknown {
-  if (/SECRET|TOKEN|PASSWORD|KEY$/.test(name)) return '<redacted>';
+  // CLOUDFLARE_ACCOUNTS carries API tokens.
+  if (/SECRET|TOKEN|PASSWORD|KEY$|ACCOUNTS$/.test(name)) return '<redacted>';
   if (name.endsWith('_URL') && typeof value === 'string') return redactUrl(value);
   return value;
+}
+
+const DOMAIN_PATTERN = '^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
+
+/** One entry of CLOUDFLARE_ACCOUNTS. */
+const AccountEntrySchema = Type.Object({
+  name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,39}$' })),
+  apiToken: Type.String({ minLength: 1 }),
+  accountId: Type.String({ minLength: 1, maxLength: 32 }),
+  zoneId: Type.String({ minLength: 1, maxLength: 32 }),
+  tunnelDomain: Type.String({ pattern: DOMAIN_PATTERN }),
+  maxTunnels: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+  baseUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
+}, { additionalProperties: false });
+
+function readConfigFile(file: string): string {
+  return readFileSync(file, 'utf8');
+}
+
+/**
+ * CLOUDFLARE_ACCOUNTS (or the file CLOUDFLARE_ACCOUNTS_FILE names), validated; undefined when
+ * neither is set. Problems name the entry and the field, never a token (the JSON's text is
+ * not echoed: a parse error's message quotes it).
+ */
+function listedAccounts(env: Env, readFile: (file: string) => string, problems: string[]): CloudflareAccount[] | undefined {
+  if (env.CLOUDFLARE_ACCOUNTS !== undefined && env.CLOUDFLARE_ACCOUNTS_FILE !== undefined) {
+    problems.push('CLOUDFLARE_ACCOUNTS, CLOUDFLARE_ACCOUNTS_FILE: set one of them, not both');
+    return undefined;
+  }
+  const variable = env.CLOUDFLARE_ACCOUNTS_FILE !== undefined ? 'CLOUDFLARE_ACCOUNTS_FILE' : 'CLOUDFLARE_ACCOUNTS';
+  let text = env.CLOUDFLARE_ACCOUNTS;
+  if (env.CLOUDFLARE_ACCOUNTS_FILE !== undefined) {
+    try {
+      text = readFile(env.CLOUDFLARE_ACCOUNTS_FILE);
+    } catch (error) {
+      problems.push(`CLOUDFLARE_ACCOUNTS_FILE: cannot read ${env.CLOUDFLARE_ACCOUNTS_FILE} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+      return undefined;
+    }
+  }
+  if (text === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    problems.push(`${variable}: not valid JSON (expected an array of accounts)`);
+    return undefined;
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0) {
+    problems.push(`${variable}: must be a non-empty JSON array of accounts`);
+    return undefined;
+  }
+  const accounts: CloudflareAccount[] = [];
+  parsed.forEach((entry: unknown, i) => {
+    if (!Value.Check(AccountEntrySchema, entry)) {
+      for (const error of Value.Errors(AccountEntrySchema, entry)) problems.push(`${variable}[${i}]${error.instancePath.replace(/\//g, '.')}: ${error.message}`);
+      return;
+    }
+    accounts.push({
+      name: entry.name ?? entry.accountId,
+      apiToken: entry.apiToken,
+      accountId: entry.accountId,
+      zoneId: entry.zoneId,
+      tunnelDomain: entry.tunnelDomain,
+      maxTunnels: entry.maxTunnels ?? env.CLOUDFLARE_MAX_TUNNELS,
+      baseUrl: entry.baseUrl ?? env.CLOUDFLARE_BASE_URL,
+    });
+  });
+  // A row names its account by id, a metric by name, a hostname its domain: each must be one account's.
+  for (const field of ['accountId', 'name', 'zoneId', 'tunnelDomain'] as const) {
+    const seen = new Set<string>();
+    for (const account of accounts) {
+      if (seen.has(account[field])) problems.push(`${variable}: two accounts have ${field} ${JSON.stringify(account[field])}`);
+      seen.add(account[field]);
+    }
+  }
+  return accounts.length === parsed.length ? accounts : undefined;
 }

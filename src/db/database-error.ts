@@ -35,6 +35,13 @@ export function isUniqueViolation(error: unknown, constraint?: string): boolean 
   return pg?.code === '23505' && (!constraint || pg.constraint === constraint);
 }
 
+/** Whether PostgreSQL failed the statement with this SQLSTATE (e.g. one a function raises on purpose). */
+export function hasSqlState(error: unknown, sqlState: string): boolean {
+  const cause = rawQueryCause(error);
+  if (cause) return cause.originalCode === sqlState;
+  return (error as { code?: string } | undefined)?.code === sqlState;
+}
+
 const UNAVAILABLE_PRISMA_CODES = new Set([
   // can't reach, timed out, operation timed out, server closed the connection, pool timeout
   'P1001', 'P1002', 'P1008', 'P1017', 'P2024',

@@ -23,6 +23,7 @@ export const ERROR_CATALOGUE = {
   // Create and delete both answer these: neutral here, and each path may say more (see UPSTREAM_FAILURE_MESSAGES).
   UPSTREAM_ERROR: { status: 502, message: 'The tunnel provider failed; retry later.' },
   UPSTREAM_UNAVAILABLE: { status: 503, message: 'The tunnel provider is unavailable; retry later.' },
+  TUNNEL_CAPACITY_EXHAUSTED: { status: 503, message: 'Every tunnel slot is in use; retry later.' },
   SLUG_EXHAUSTED: { status: 503, message: 'Could not find a free random slug; retry.' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable; retry later.' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -40,7 +40,7 @@ export type ReapOutcome = (typeof REAP_OUTCOMES)[number];
 export const RATE_LIMITS = ['create_rate', 'read_rate', 'delete_rate', 'update_rate', 'tunnels_per_user'] as const;
 export type RateLimitName = (typeof RATE_LIMITS)[number];
 
-const COLLECT_SOURCES = ['live_tunnels', 'cloudflare_budget'] as const;
+const COLLECT_SOURCES = ['live_tunnels', 'cloudflare_budget', 'account_tunnels'] as const;
 type CollectSource = (typeof COLLECT_SOURCES)[number];
 
 /** What the scrape-time gauges read. Bound once the app's PostgreSQL and Redis exist. */
@@ -49,11 +49,24 @@ export interface MetricsSources {
   liveTunnels(): Promise<LiveCounts>;
   /** Cloudflare requests the shared budget still allows in the current window. */
   cloudflareBudgetRemaining(): Promise<number>;
+  /** Live tunnels per Cloudflare account id (one GROUP BY). */
+  accountTunnels?(): Promise<ReadonlyMap<string, number>>;
+  /** What each account's own request budget still allows, by account id. */
+  accountBudgetRemaining?(accountId: string): Promise<number>;
+}
+
+/** What the per-account gauges are labelled with and measured against: never a token. */
+export interface MetricsAccount {
+  name: string;
+  accountId: string;
+  maxTunnels: number;
 }
 
 export interface BrokerMetricsOptions {
   /** CLOUDFLARE_BUDGET_REQUESTS: reported next to what is left of it. */
   cloudflareBudgetRequests: number;
+  /** The Cloudflare accounts, for the per-account gauges (labelled by name). */
+  cloudflareAccounts?: readonly MetricsAccount[];
   /** How long one reading of the live-tunnel counts serves scrapes (default 5 s). */
   liveTunnelsCacheMs?: number;
   /** Bound on each scrape-time read, so a hung dependency cannot hang a scrape (default 2 s). */
@@ -69,7 +82,11 @@ export const DEFAULT_COLLECT_TIMEOUT_MS = 2_000;
 
 export class BrokerMetrics {
   readonly registry = new Registry();
-  readonly #options: Required<Omit<BrokerMetricsOptions, 'defaultMetrics'>>;
+  readonly #options: Required<Omit<BrokerMetricsOptions, 'defaultMetrics' | 'cloudflareAccounts'>>;
+  readonly #accounts: readonly MetricsAccount[];
+  readonly #accountTunnels: Gauge<'account'>;
+  readonly #accountRemaining: Gauge<'account'>;
+  readonly #accountBudget: Gauge<'account'>;
   #sources: MetricsSources | undefined;
   #liveCache: { at: number; counts: Promise<LiveCounts | null> } | undefined;
 
@@ -91,6 +108,7 @@ export class BrokerMetrics {
       collectTimeoutMs: options.collectTimeoutMs ?? DEFAULT_COLLECT_TIMEOUT_MS,
       now: options.now ?? Date.now,
     };
+    this.#accounts = options.cloudflareAccounts ?? [];
     const registers = [this.registry];
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
@@ -177,6 +195,32 @@ export class BrokerMetrics {
       help: 'Cloudflare requests allowed per window (CLOUDFLARE_BUDGET_REQUESTS), shared by every instance.',
       registers,
     }).set(options.cloudflareBudgetRequests);
+
+    const capacity = new Gauge({
+      name: `${METRIC_PREFIX}cloudflare_account_capacity`,
+      help: 'Live tunnels the broker keeps in each Cloudflare account at most (maxTunnels / CLOUDFLARE_MAX_TUNNELS).',
+      labelNames: ['account'],
+      registers,
+    });
+    for (const a of this.#accounts) capacity.set({ account: a.name }, a.maxTunnels);
+    this.#accountTunnels = new Gauge({
+      name: `${METRIC_PREFIX}cloudflare_account_tunnels`,
+      help: 'Tunnels that are not ended, per Cloudflare account (NaN if PostgreSQL did not answer).',
+      labelNames: ['account'],
+      registers,
+    });
+    this.#accountRemaining = new Gauge({
+      name: `${METRIC_PREFIX}cloudflare_account_capacity_remaining`,
+      help: 'Tunnels each Cloudflare account can still take: capacity minus live tunnels. Creates answer 503 TUNNEL_CAPACITY_EXHAUSTED once every account is at 0.',
+      labelNames: ['account'],
+      registers,
+    });
+    this.#accountBudget = new Gauge({
+      name: `${METRIC_PREFIX}cloudflare_account_budget_remaining`,
+      help: "Cloudflare requests each account's own request budget still allows in the current sliding window (NaN if Redis did not answer).",
+      labelNames: ['account'],
+      registers,
+    });
   }
 
   /** Where scrape-time gauges read from; until bound they read NaN. */
@@ -192,10 +236,18 @@ export class BrokerMetrics {
    * the scrape after it.
    */
   async scrape(): Promise<string> {
-    const [counts, remaining] = await Promise.all([
+    const [counts, remaining, perAccount, budgets] = await Promise.all([
       this.#liveTunnelCounts(),
       this.#read('cloudflare_budget', (s) => s.cloudflareBudgetRemaining()),
+      this.#accounts.length === 0 ? null : this.#read('account_tunnels', (s) => s.accountTunnels?.() ?? Promise.reject(new Error('unbound'))),
+      Promise.all(this.#accounts.map((a) => this.#read('cloudflare_budget', (s) => s.accountBudgetRemaining?.(a.accountId) ?? Promise.reject(new Error('unbound'))))),
     ]);
+    this.#accounts.forEach((a, i) => {
+      const live = perAccount ? (perAccount.get(a.accountId) ?? 0) : Number.NaN;
+      this.#accountTunnels.set({ account: a.name }, live);
+      this.#accountRemaining.set({ account: a.name }, Math.max(0, a.maxTunnels - live));
+      this.#accountBudget.set({ account: a.name }, budgets[i] ?? Number.NaN);
+    });
     for (const status of LIVE_STATUSES) this.#liveTunnels.set({ status }, counts ? (counts[status] ?? 0) : Number.NaN);
     for (const audience of AUDIENCES) this.#liveByAudience.set({ audience }, counts?.audience ? (counts.audience[audience] ?? 0) : Number.NaN);
     this.#budgetRemaining.set(remaining ?? Number.NaN);

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onErrorHookHandler, onResponseHookHandler, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
+import { TunnelRows } from '../tunnels/tunnel-rows.js';
 import Type from 'typebox';
 import { AppError } from '../errors/catalogue.js';
 import { toAppError } from '../errors/error-handler.js';
@@ -69,6 +70,12 @@ export const metricsPlugin = fp(
     metrics.bindSources({
       liveTunnels: () => countLiveTunnels(app.prisma),
       cloudflareBudgetRemaining: () => app.cloudflareBudget.budget.remaining(),
+      accountTunnels: () => new TunnelRows(app.prisma).liveCountsByAccount(app.cloudflareAccounts.primary.account.accountId),
+      accountBudgetRemaining: async (accountId) => {
+        const handle = app.cloudflareAccounts.byId(accountId);
+        if (!handle) throw new Error(`unknown account ${accountId}`);
+        return handle.budget.budget.remaining();
+      },
     });
 
     app.addHook('onRoute', (route) => {

@@ -24,6 +24,8 @@ export interface ReconcileLockOptions {
   logger: Logger;
   /** How long the lock lives without renewal; it is renewed every third of this while held. */
   leaseMs: number;
+  /** The lock's key (one per Cloudflare account); RECONCILE_LOCK_KEY by default. */
+  key?: string;
 }
 
 /**
@@ -35,8 +37,10 @@ export class ReconcileLock {
   readonly #redis: Redis & ReconcileLockCommands;
   readonly #log: Logger;
   readonly #leaseMs: number;
+  readonly #key: string;
 
   constructor(options: ReconcileLockOptions) {
+    this.#key = options.key ?? RECONCILE_LOCK_KEY;
     const commands = options.redis as Redis & Partial<ReconcileLockCommands>;
     if (!commands.tbReconcileRelease) {
       options.redis.defineCommand('tbReconcileRelease', { numberOfKeys: 1, lua: RELEASE_LOCK });
@@ -50,12 +54,12 @@ export class ReconcileLock {
   /** The lock, or undefined when another holder has it. Rejects if Redis does. */
   async acquire(): Promise<HeldLock | undefined> {
     const token = randomUUID();
-    const acquired = await this.#redis.set(RECONCILE_LOCK_KEY, token, 'PX', this.#leaseMs, 'NX');
+    const acquired = await this.#redis.set(this.#key, token, 'PX', this.#leaseMs, 'NX');
     if (acquired !== 'OK') return undefined;
     let lost = false;
     let renewing: Promise<void> | undefined;
     const timer = setInterval(() => {
-      renewing ??= this.#redis.tbReconcileRenew(RECONCILE_LOCK_KEY, token, this.#leaseMs)
+      renewing ??= this.#redis.tbReconcileRenew(this.#key, token, this.#leaseMs)
         .then((renewed) => {
           if (renewed !== 1) lost = true;
         })
@@ -76,7 +80,7 @@ export class ReconcileLock {
         clearInterval(timer);
         await renewing;
         // If this fails the lease simply runs out; the pass itself is done either way.
-        await this.#redis.tbReconcileRelease(RECONCILE_LOCK_KEY, token).catch((error: unknown) => {
+        await this.#redis.tbReconcileRelease(this.#key, token).catch((error: unknown) => {
           this.#log.warn({ err: error }, 'could not release the reconcile lock');
         });
       },

@@ -41,6 +41,8 @@ export interface ReconcilerOptions {
   concurrency?: number;
   maxDeletionsPerPass?: number;
   lockLeaseMs?: number;
+  /** The pass lock's key: one per Cloudflare account, so accounts are reconciled independently. */
+  lockKey?: string;
 }
 
 /**
@@ -86,7 +88,7 @@ export class Reconciler {
     this.#intervalMs = options.intervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
     this.#perPage = options.perPage ?? DEFAULT_RECONCILE_PER_PAGE;
     this.#rows = new ReconcileRows(options.prisma);
-    this.#lock = new ReconcileLock({ redis: options.redis, logger: options.logger, leaseMs: options.lockLeaseMs ?? DEFAULT_RECONCILE_LOCK_LEASE_MS });
+    this.#lock = new ReconcileLock({ redis: options.redis, logger: options.logger, leaseMs: options.lockLeaseMs ?? DEFAULT_RECONCILE_LOCK_LEASE_MS, ...(options.lockKey ? { key: options.lockKey } : {}) });
     this.#executor = new ReconcileExecutor({
       provider: options.provider,
       rows: this.#rows,

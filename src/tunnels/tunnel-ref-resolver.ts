@@ -10,12 +10,12 @@ import { parseTunnelRef } from './tunnel-ref.js';
  */
 export class TunnelRefResolver {
   readonly #prisma: PrismaClient;
-  /** `.<TUNNEL_DOMAIN>`: every hostname the broker gives out is `<slug>` followed by this. */
-  readonly #suffix: string;
+  /** `.<tunnel domain>` of each account: every hostname the broker gives out is `<slug>` followed by one of these. */
+  readonly #suffixes: string[];
 
-  constructor(prisma: PrismaClient, tunnelDomain: string) {
+  constructor(prisma: PrismaClient, tunnelDomains: readonly string[]) {
     this.#prisma = prisma;
-    this.#suffix = `.${tunnelDomain}`;
+    this.#suffixes = tunnelDomains.map((d) => `.${d}`);
   }
 
   /**
@@ -45,6 +45,8 @@ export class TunnelRefResolver {
   }
 
   #slugOf(hostname: string): string | undefined {
-    return hostname.endsWith(this.#suffix) ? hostname.slice(0, -this.#suffix.length) : undefined;
+    // The longest suffix first: a slug never contains a dot, so at most one can leave a valid slug.
+    const suffix = this.#suffixes.filter((s) => hostname.endsWith(s)).sort((a, b) => b.length - a.length)[0];
+    return suffix === undefined ? undefined : hostname.slice(0, -suffix.length);
   }
 }

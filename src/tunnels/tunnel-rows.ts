@@ -1,4 +1,6 @@
 import { Prisma, type PrismaClient, type Tunnel, type TunnelAccessMode, type TunnelEndReason, type TunnelStatus } from '../generated/prisma/client.js';
+import type { Placement } from '../cloudflare/cloudflare-accounts.js';
+import { hasSqlState } from '../db/database-error.js';
 import type { TunnelEventInput } from './tunnel-events.js';
 
 /**
@@ -17,18 +19,30 @@ const TUNNEL_COLUMNS = Prisma.raw(
   'id, owner_id AS "ownerId", slug, hostname, port, status::text AS status, cf_tunnel_id AS "cfTunnelId", ' +
     'dns_record_id AS "dnsRecordId", end_reason::text AS "endReason", created_at AS "createdAt", updated_at AS "updatedAt", ended_at AS "endedAt", ' +
     'lease_generation AS "leaseGeneration", lease_expires_at AS "leaseExpiresAt", delete_requested_at AS "deleteRequestedAt", ' +
-    'access_mode::text AS "accessMode", access_emails AS "accessEmails", access_app_id AS "accessAppId", access_policy_id AS "accessPolicyId"',
+    'access_mode::text AS "accessMode", access_emails AS "accessEmails", access_app_id AS "accessAppId", access_policy_id AS "accessPolicyId", ' +
+    'cf_account_id AS "cfAccountId"',
 );
 
 /** Namespace of the transaction-scoped advisory lock that serialises one user's creates. */
 const QUOTA_LOCK_NAMESPACE = 7_301;
+/** Namespace of the advisory lock under which creates count each account's tunnels and pick one (see the cloudflare_accounts migration). */
+const PLACEMENT_LOCK_NAMESPACE = 7_302;
+/** What insert_live_tunnel_placed raises when every account is at its capacity. */
+const ACCOUNTS_FULL_SQLSTATE = 'TBCAP';
 
 export interface NewTunnelRow {
   id: string;
   ownerId: string;
   slug: string;
-  hostname: string;
   port: number;
+}
+
+/** Every account at its capacity: no row was inserted. */
+export class AccountsFullError extends Error {
+  constructor() {
+    super('Every Cloudflare account is at its tunnel capacity.');
+    this.name = 'AccountsFullError';
+  }
 }
 
 /** Which row a transition applies to: by id, in one of these states, and the owner's when given. */
@@ -87,16 +101,34 @@ export class TunnelRows {
 
   /**
    * Inserts a `creating` row unless the owner already has `maxLive` tunnels that are not
-   * ended: the count and the insert run under a per-user advisory lock, in one statement
-   * (see the create_path and tunnel_leases migrations). The caller holds the row's first
-   * lease (generation 1) for `leaseMs`. Returns undefined when the limit is reached; a slug
-   * taken by a live tunnel throws the unique violation on tunnels_live_slug_key.
+   * ended, in the least loaded account of `placement` still below its capacity, its hostname
+   * `<slug>.<that account's domain>`. The per-user count runs under a per-user advisory lock,
+   * the per-account counts under the placement lock, count and insert in one statement (see
+   * the create_path, tunnel_leases and cloudflare_accounts migrations). The caller holds the
+   * row's first lease (generation 1) for `leaseMs`. Returns undefined when the user's limit is
+   * reached; throws AccountsFullError when every account is full; a slug taken by a live
+   * tunnel throws the unique violation on tunnels_live_slug_key.
    */
-  async insertLive(row: NewTunnelRow, maxLive: number, leaseMs: number): Promise<Tunnel | undefined> {
-    const [inserted] = await this.#prisma.$queryRaw<Tunnel[]>`
-      SELECT ${TUNNEL_COLUMNS}
-      FROM insert_live_tunnel(${QUOTA_LOCK_NAMESPACE}::int, ${maxLive}::int, ${row.id}::uuid, ${row.ownerId}, ${row.slug}, ${row.hostname}, ${row.port}::int, ${Math.round(leaseMs)}::int)`;
-    return inserted;
+  async insertLive(row: NewTunnelRow, maxLive: number, leaseMs: number, placement: Placement): Promise<Tunnel | undefined> {
+    try {
+      const [inserted] = await this.#prisma.$queryRaw<Tunnel[]>`
+        SELECT ${TUNNEL_COLUMNS}
+        FROM insert_live_tunnel_placed(${QUOTA_LOCK_NAMESPACE}::int, ${maxLive}::int, ${PLACEMENT_LOCK_NAMESPACE}::int,
+          ${placement.accountIds}::text[], ${placement.capacities}::int[], ${placement.domains}::text[], ${placement.primaryAccountId},
+          ${row.id}::uuid, ${row.ownerId}, ${row.slug}, ${row.port}::int, ${Math.round(leaseMs)}::int)`;
+      return inserted;
+    } catch (error) {
+      if (hasSqlState(error, ACCOUNTS_FULL_SQLSTATE)) throw new AccountsFullError();
+      throw error;
+    }
+  }
+
+  /** Live tunnels per account id (rows with none recorded counted under `primaryAccountId`): metrics. */
+  async liveCountsByAccount(primaryAccountId: string): Promise<Map<string, number>> {
+    const rows = await this.#prisma.$queryRaw<Array<{ account: string; live: number }>>`
+      SELECT COALESCE(cf_account_id, ${primaryAccountId}) AS account, count(*)::int AS live
+      FROM tunnels WHERE status <> 'ended' GROUP BY 1`;
+    return new Map(rows.map((r) => [r.account, r.live]));
   }
 
   /**

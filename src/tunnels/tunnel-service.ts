@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/env.js';
-import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import type { CloudflareAccounts } from '../cloudflare/cloudflare-accounts.js';
 import { isUpstreamError, type UpstreamError } from '../cloudflare/upstream-error.js';
 import { isUniqueViolation } from '../db/database-error.js';
 import { AppError, UPSTREAM_FAILURE_MESSAGES } from '../errors/catalogue.js';
@@ -10,7 +10,7 @@ import { HeartbeatRateExceededError, HeartbeatStateLostError, type HeartbeatStor
 import { normalizeRequestedSlug, RANDOM_SLUG_ATTEMPTS, randomSlug as defaultRandomSlug } from './slug.js';
 import { type Actor, MAX_EVENTS_PER_TUNNEL, userActor } from './tunnel-events.js';
 import { CHECK_BACK_SLACK_MS, LeaseLostError, TunnelLease, type TunnelLeaseDeps } from './tunnel-lease.js';
-import { TunnelRows } from './tunnel-rows.js';
+import { AccountsFullError, TunnelRows } from './tunnel-rows.js';
 import { type MadeUpstream, rowAccess as rowAccessOf, TunnelTeardown } from './tunnel-teardown.js';
 import { accessColumns, type AccessRequest, resolveAccess } from './tunnel-access.js';
 import type { GateIds } from '../cloudflare/access-gates.js';
@@ -67,7 +67,8 @@ export interface OperatorTunnelView extends TunnelView {
 export interface TunnelServiceDeps {
   prisma: PrismaClient;
   heartbeats: HeartbeatStore;
-  provider: TunnelProvider;
+  /** Every Cloudflare account: a create picks one with room, and everything later uses the row's. */
+  accounts: CloudflareAccounts;
   config: Pick<Config, 'tunnels' | 'reaper' | 'access'>;
   logger: Logger;
   /** Injectable for tests that need to exhaust the slug space. */
@@ -101,7 +102,7 @@ export class TunnelService {
   readonly #prisma: PrismaClient;
   readonly #rows: TunnelRows;
   readonly #heartbeats: HeartbeatStore;
-  readonly #provider: TunnelProvider;
+  readonly #accounts: CloudflareAccounts;
   readonly #teardown: TunnelTeardown;
   readonly #config: TunnelServiceDeps['config'];
   readonly #log: Logger;
@@ -115,8 +116,8 @@ export class TunnelService {
     this.#prisma = deps.prisma;
     this.#rows = new TunnelRows(deps.prisma);
     this.#heartbeats = deps.heartbeats;
-    this.#provider = deps.provider;
-    this.#teardown = new TunnelTeardown(deps.provider, this.#rows);
+    this.#accounts = deps.accounts;
+    this.#teardown = new TunnelTeardown(deps.accounts, this.#rows);
     this.#config = deps.config;
     this.#log = deps.logger;
     this.#randomSlug = deps.randomSlug ?? defaultRandomSlug;
@@ -151,7 +152,10 @@ export class TunnelService {
     // shortly after the lease lapses, and a reaper rolls the create back.
     const lease = new TunnelLease(this.#leaseDeps, row.id, row.leaseGeneration, acquiredAt);
     const made: MadeUpstream = {};
-    const gates = this.#provider.access;
+    // The tunnel, its DNS record and its Access objects all go to the account the row was
+    // placed in: Cloudflare routes a cfargotunnel.com CNAME only to a tunnel of the zone's own account.
+    const provider = this.#accounts.forRow(row).provider;
+    const gates = provider.access;
     let activated = false;
     try {
       // The audience is on the row before anything is made upstream, so whoever tears it
@@ -162,7 +166,7 @@ export class TunnelService {
       // The gate (Access) is made alongside the tunnel, and both before the DNS record: the
       // hostname never resolves without its gate. The critical path stays two round trips.
       const [tunnelResult, gateResult] = await Promise.allSettled([
-        this.#provider.creation.createTunnel(row.id),
+        provider.creation.createTunnel(row.id),
         gates.needsUpstream(access) ? gates.prepare(row.id, row.hostname, access, (ids) => noteGate(made, ids)) : Promise.resolve({}),
       ]);
       if (tunnelResult.status === 'fulfilled') made.cfTunnelId = tunnelResult.value.cfTunnelId;
@@ -177,8 +181,8 @@ export class TunnelService {
       this.#assertCreateGoesOn(lease);
       // Independent steps run together: the critical path is two upstream round trips.
       const [dns, ingress, gate] = await Promise.allSettled([
-        this.#provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
-        this.#provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
+        provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
+        provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
         gates.finish(row.id, row.hostname, prepared),
       ]);
       if (dns.status === 'fulfilled') made.dnsRecordId = dns.value;
@@ -230,11 +234,12 @@ export class TunnelService {
       if (existing.status !== 'active') throw new AppError('TUNNEL_NOT_FOUND', { message: 'The tunnel is being created or ended; its audience can change once it is active.' });
       throw new AppError('SERVICE_UNAVAILABLE', { message: "Another change of this tunnel's audience is in progress; retry shortly.", retryAfterSec: 1 });
     }
+    const provider = this.#accounts.forRow(row).provider;
     const current: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
     const known: GateIds = { ...current };
     let ids: GateIds;
     try {
-      ids = await this.#provider.access.change(row.id, row.hostname, current, access, (made) => {
+      ids = await provider.access.change(row.id, row.hostname, current, access, (made) => {
         if (made.appId) known.appId = made.appId;
         if (made.policyId) known.policyId = made.policyId;
       });
@@ -250,7 +255,7 @@ export class TunnelService {
     );
     if (!updated) {
       // It began ending meanwhile, and its teardown may have read the ids from before.
-      await this.#provider.access.remove(ids, this.#provider.teardownBudget()).catch((removeError: unknown) => {
+      await provider.access.remove(ids, provider.teardownBudget()).catch((removeError: unknown) => {
         log.warn({ err: removeError }, 'could not remove the Access objects of a tunnel that ended during a change');
       });
       throw new AppError('TUNNEL_NOT_FOUND');
@@ -293,7 +298,7 @@ export class TunnelService {
     });
     if (!ending) {
       log.warn({ event: LogEvent.tunnelCreateFailed, err: error }, 'create lost its lease; removing what it made');
-      await this.#teardown.removeMade(made).catch((removeError: unknown) => {
+      await this.#teardown.removeMade(row, made).catch((removeError: unknown) => {
         log.warn({ err: removeError }, 'could not remove what the create made; the reaper or the reconciler will');
       });
       return;
@@ -423,9 +428,11 @@ export class TunnelService {
     return { tunnels, total };
   }
 
-  /** One tunnel by id, whatever its state, or the live one with that hostname: what an operator names. */
-  findForOperator(ref: { id: string } | { hostname: string }): Promise<Tunnel | null> {
+  /** One tunnel by id, whatever its state, or the live one with that hostname or slug: what an operator names. */
+  findForOperator(ref: { id: string } | { hostname: string } | { slug: string }): Promise<Tunnel | null> {
     if ('id' in ref) return this.#prisma.tunnel.findUnique({ where: { id: ref.id } });
+    // A slug names one live tunnel across every account (tunnels_live_slug_key).
+    if ('slug' in ref) return this.#prisma.tunnel.findFirst({ where: { slug: ref.slug, status: { not: 'ended' } } });
     return this.#prisma.tunnel.findFirst({ where: { hostname: ref.hostname, status: { not: 'ended' } } });
   }
 
@@ -548,12 +555,31 @@ export class TunnelService {
     throw new AppError('SLUG_EXHAUSTED');
   }
 
-  /** Inserts a `creating` row, counting the user's live tunnels under a per-user lock. */
+  /**
+   * Inserts a `creating` row in the least loaded Cloudflare account with room, counting the
+   * user's live tunnels and each account's in the same statement (see TunnelRows.insertLive).
+   */
   async #insert(ownerId: string, slug: string, port: number): Promise<Tunnel> {
-    const { maxPerUser, domain } = this.#config.tunnels;
-    const row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, hostname: `${slug}.${domain}`, port }, maxPerUser, this.leaseMs);
+    const { maxPerUser } = this.#config.tunnels;
+    let row: Tunnel | undefined;
+    try {
+      row = await this.#rows.insertLive({ id: randomUUID(), ownerId, slug, port }, maxPerUser, this.leaseMs, await this.#accounts.placementForCreate());
+    } catch (error) {
+      if (error instanceof AccountsFullError) throw new AppError('TUNNEL_CAPACITY_EXHAUSTED', { retryAfterSec: this.capacityRetryAfterSec });
+      throw error;
+    }
     if (!row) throw new AppError('TUNNEL_LIMIT_EXCEEDED', { details: { limit: maxPerUser } });
     return row;
+  }
+
+  /**
+   * Retry-After when every account is full: a slot frees when a tunnel is deleted (any time)
+   * or reaped. A tunnel whose agent was already gone when the create was refused has been
+   * reaped after at most one TTL plus one reaper sweep, so by then every slot that was going
+   * to free by itself has; sooner would mostly meet the same refusal again.
+   */
+  get capacityRetryAfterSec(): number {
+    return this.#config.tunnels.ttlSeconds + this.#config.reaper.intervalSeconds;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { TunnelProvider } from '../cloudflare/tunnel-provider.js';
+import type { CloudflareAccounts } from '../cloudflare/cloudflare-accounts.js';
 import type { GateIds, TunnelAccess } from '../cloudflare/access-gates.js';
 import type { Tunnel } from '../generated/prisma/client.js';
 import { LeaseLostError, type TunnelLease } from './tunnel-lease.js';
@@ -29,18 +29,20 @@ export interface MadeUpstream {
  *   create's last call landed.
  */
 export class TunnelTeardown {
-  readonly #provider: TunnelProvider;
+  readonly #accounts: CloudflareAccounts;
   readonly #rows: TunnelRows;
 
-  constructor(provider: TunnelProvider, rows: TunnelRows) {
-    this.#provider = provider;
+  constructor(accounts: CloudflareAccounts, rows: TunnelRows) {
+    this.#accounts = accounts;
     this.#rows = rows;
   }
 
   async run(row: Tunnel, lease: TunnelLease): Promise<void> {
-    const { lookups, removal } = this.#provider;
+    // The row's own account: its token, its request budget, its zone.
+    const provider = this.#accounts.forRow(row).provider;
+    const { lookups, removal } = provider;
     // One deadline for every request of the teardown, however many it takes.
-    const budget = this.#provider.teardownBudget();
+    const budget = provider.teardownBudget();
     lease.assertHeld();
     let cfTunnelId = row.cfTunnelId;
     if (!cfTunnelId) {
@@ -55,9 +57,9 @@ export class TunnelTeardown {
     }
     let gate: GateIds = { appId: row.accessAppId ?? undefined, policyId: row.accessPolicyId ?? undefined };
     const access = rowAccess(row);
-    if (this.#provider.access.needsOwnApp(access) && (!gate.appId || (access.mode === 'emails' && !gate.policyId))) {
+    if (provider.access.needsOwnApp(access) && (!gate.appId || (access.mode === 'emails' && !gate.policyId))) {
       // Named after the row: found even when the create died before saving their ids.
-      const found = await this.#provider.access.findIds(row.id, budget);
+      const found = await provider.access.findIds(row.id, budget);
       gate = { appId: gate.appId ?? found.appId, policyId: gate.policyId ?? found.policyId };
       if (gate.appId || gate.policyId) await this.#save(row.id, lease, { accessAppId: gate.appId ?? null, accessPolicyId: gate.policyId ?? null });
     }
@@ -70,17 +72,18 @@ export class TunnelTeardown {
     // The gate goes only after the DNS record: the hostname never resolves without it.
     await Promise.all([
       cfTunnelId ? removal.deleteTunnel(cfTunnelId, budget) : undefined,
-      this.#provider.access.remove(gate, budget),
+      provider.access.remove(gate, budget),
     ]);
   }
 
-  async removeMade(made: MadeUpstream): Promise<void> {
-    const { removal } = this.#provider;
-    const budget = this.#provider.teardownBudget();
+  async removeMade(row: Pick<Tunnel, 'cfAccountId'>, made: MadeUpstream): Promise<void> {
+    const provider = this.#accounts.forRow(row).provider;
+    const { removal } = provider;
+    const budget = provider.teardownBudget();
     if (made.dnsRecordId) await removal.deleteDnsRecord(made.dnsRecordId, budget);
     await Promise.all([
       made.cfTunnelId ? removal.removeTunnel(made.cfTunnelId, budget) : undefined,
-      this.#provider.access.remove({ appId: made.accessAppId, policyId: made.accessPolicyId }, budget),
+      provider.access.remove({ appId: made.accessAppId, policyId: made.accessPolicyId }, budget),
     ]);
   }
 

@@ -1,21 +1,14 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_DEV_DATA_DIR, DEFAULT_RESERVED_SLUGS, loadBootConfig, loadConfig, migrationDatabaseUrl } from '../../src/config/env.js';
+import { DEFAULT_DEV_DATA_DIR, DEFAULT_RESERVED_SLUGS, loadBootConfig, loadConfig, migrationDatabaseUrl } from '../../src/config/env.js';
+import { configProblems } from '../helpers/config-problems.js';
 
 const cloudflare = {
   CLOUDFLARE_API_TOKEN: 't', CLOUDFLARE_ACCOUNT_ID: 'a'.repeat(32), CLOUDFLARE_ZONE_ID: 'z'.repeat(32), TUNNEL_DOMAIN: 'tunnels.example.com',
 };
 
-function problems(env: Record<string, string>): string[] {
-  try {
-    loadBootConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+const problems = configProblems;
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {

@@ -36,7 +36,10 @@ export class LogCapture extends Writable {
 export interface TestBroker {
   app: FastifyInstance;
   config: Config;
+  /** The primary account's emulator (emulators[0]). */
   emulator: CloudflareEmulator;
+  /** One emulator per Cloudflare account, in the order of CLOUDFLARE_ACCOUNTS. */
+  emulators: CloudflareEmulator[];
   db: TestDatabase;
   logs: LogCapture;
   /** A Redis client on the same key prefix as the app, for assertions. */
@@ -54,6 +57,42 @@ export interface TestBrokerOptions extends Omit<BuildAppOptions, 'logger'> {
   db?: TestDatabase;
   /** The run's single Redis or its Redis Cluster (default: the file's, see useRedisTopologyForFile); `env` may name another. */
   redis?: RedisTopology;
+  /**
+   * More than one Cloudflare account: one emulator each (account `acc<i>`, zone under
+   * `<name>.tunnels.test`), given to the broker as CLOUDFLARE_ACCOUNTS. Not with `shared`.
+   */
+  accounts?: Array<{ name: string; maxTunnels?: number }>;
+}
+
+/** The tunnel domain of test account `name` (see TestBrokerOptions.accounts). */
+export function accountDomain(name: string): string {
+  return `${name}.${TEST_DOMAIN}`;
+}
+
+/** Account and zone ids the emulator of test account `index` answers for (32 hex digits at most). */
+function accountIds(index: number): { accountId: string; zoneId: string } {
+  return { accountId: `acc${index}`.padEnd(32, '0'), zoneId: `zone${index}`.padEnd(32, '0') };
+}
+
+async function startAccountEmulators(accounts: NonNullable<TestBrokerOptions['accounts']>): Promise<{ emulators: CloudflareEmulator[]; env: Record<string, string> }> {
+  const emulators = await Promise.all(accounts.map((a, i) => startCloudflareEmulator({
+    ...accountIds(i),
+    zoneName: accountDomain(a.name),
+    apiToken: `token-of-${a.name}`,
+    // The emulator refuses past the broker's own capacity: a broker that ever asked for one
+    // tunnel too many would see its create fail (a 502), which the tests treat as a bug.
+    ...(a.maxTunnels !== undefined ? { maxTunnels: a.maxTunnels } : {}),
+  })));
+  const list = accounts.map((a, i) => ({
+    name: a.name,
+    apiToken: emulators[i]!.apiToken,
+    accountId: emulators[i]!.accountId,
+    zoneId: emulators[i]!.zoneId,
+    tunnelDomain: accountDomain(a.name),
+    baseUrl: emulators[i]!.url,
+    ...(a.maxTunnels !== undefined ? { maxTunnels: a.maxTunnels } : {}),
+  }));
+  return { emulators, env: { CLOUDFLARE_ACCOUNTS: JSON.stringify(list) } };
 }
 
 /**
@@ -85,7 +124,9 @@ export function useTestBroker(options: TestBrokerOptions = {}): TestBroker {
  */
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const db = options.shared?.db ?? options.db ?? (await createTestDatabase());
-  const emulator = options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
+  const multi = options.accounts ? await startAccountEmulators(options.accounts) : undefined;
+  const emulator = multi?.emulators[0] ?? options.shared?.emulator ?? (await startCloudflareEmulator({ zoneName: TEST_DOMAIN }));
+  const emulators = multi?.emulators ?? [emulator];
   const keyPrefix = options.shared?.redisKeyPrefix ?? testKeyPrefix();
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -94,12 +135,14 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...(options.env?.REDIS_URL !== undefined || options.env?.REDIS_SENTINELS !== undefined || options.env?.REDIS_CLUSTER_NODES !== undefined ? {} : redisEnv(options.redis)),
     REDIS_KEY_PREFIX: keyPrefix,
     JWT_SECRET: TEST_JWT_SECRET,
-    CLOUDFLARE_API_TOKEN: emulator.apiToken,
-    CLOUDFLARE_ACCOUNT_ID: emulator.accountId,
-    CLOUDFLARE_ZONE_ID: emulator.zoneId,
-    CLOUDFLARE_BASE_URL: emulator.url,
+    ...(multi?.env ?? {
+      CLOUDFLARE_API_TOKEN: emulator.apiToken,
+      CLOUDFLARE_ACCOUNT_ID: emulator.accountId,
+      CLOUDFLARE_ZONE_ID: emulator.zoneId,
+      CLOUDFLARE_BASE_URL: emulator.url,
+      TUNNEL_DOMAIN: TEST_DOMAIN,
+    }),
     CLOUDFLARE_TIMEOUT_MS: '2000',
-    TUNNEL_DOMAIN: TEST_DOMAIN,
     LOG_LEVEL: 'debug',
     ...options.env,
   });
@@ -118,6 +161,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     app,
     config,
     emulator,
+    emulators,
     db,
     logs,
     redis,
@@ -128,7 +172,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
       if (!options.shared) {
         // A private Redis may be stopped by now; on the shared one, cleanup-hooks.ts checks this again.
         await deleteKeysUnderPrefix(redis, keyPrefix).catch(() => {});
-        await emulator.close();
+        await Promise.all(emulators.map((e) => e.close()));
         if (!options.db) await db.drop();
       }
       redis.disconnect();

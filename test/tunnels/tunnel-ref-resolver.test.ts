@@ -183,7 +183,7 @@ describe('POST /v1/tunnels/:tunnelId/heartbeat', () => {
 describe('TunnelRefResolver', () => {
   // A client that cannot reach PostgreSQL: what needs no query answers anyway, what needs one fails.
   const offline = createPrismaClient('postgresql://postgres@127.0.0.1:1/unreachable');
-  const resolver = new TunnelRefResolver(offline, TEST_DOMAIN);
+  const resolver = new TunnelRefResolver(offline, [TEST_DOMAIN]);
   afterAll(async () => {
     await offline.$disconnect().catch(() => {});
   });

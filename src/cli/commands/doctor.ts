@@ -94,7 +94,7 @@ function storeNote(store: ServicesDescription['postgres'] | ServicesDescription[
 function describeConfig(config: BootConfig): string {
   const cloudflare = config.cloudflare.mode === 'emulator'
     ? 'no Cloudflare settings (development: the built-in emulator)'
-    : `Cloudflare account ${config.cloudflare.accountId}, zone ${config.cloudflare.zoneId}`;
+    : config.cloudflare.accounts.map((a) => `Cloudflare account ${a.name === a.accountId ? a.accountId : `${a.name} (${a.accountId})`}, zone ${a.zoneId}, ${a.tunnelDomain}, up to ${a.maxTunnels} tunnels`).join('; ');
   return `valid (NODE_ENV=${config.env}, BROKER_ROLE=${config.role}, TUNNEL_DOMAIN=${config.tunnels.domain}, ${cloudflare})`;
 }
 
@@ -201,19 +201,27 @@ async function checkCloudflare(config: BootConfig, options: { createTeamGate?: b
       name: 'cloudflare',
       status: 'warn',
       message: 'not configured: `npm start` uses its built-in emulator and no hostname routes anywhere',
-      fix: 'set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN',
+      fix: 'set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID and TUNNEL_DOMAIN (or CLOUDFLARE_ACCOUNTS for several accounts)',
     }];
   }
   // Loaded only when there is a Cloudflare to check: the SDK is most of the CLI's start-up time.
-  const [{ checkCloudflareAccess }, { createCloudflareClient }] = await Promise.all([
+  const [{ checkCloudflareAccess }, { createCloudflareClient }, { accountConfig }] = await Promise.all([
     import('../../cloudflare/access-check.js'),
     import('../../cloudflare/cloudflare-client.js'),
+    import('../../cloudflare/cloudflare-accounts.js'),
   ]);
-  // Unmetered and without retries: four reads, each answered or failed at once.
-  const client = createCloudflareClient({ ...config.cloudflare, maxRetries: 0, timeoutMs: Math.min(config.cloudflare.timeoutMs, PROBE_TIMEOUT_MS * 2) });
-  const results = await checkCloudflareAccess(client, config.cloudflare, config.tunnels.domain);
-  // Cloudflare Access (docs/access.md): checked when a team rule is configured.
-  if (!hasTeamRule(config.access) || results.some((r) => r.name === 'cloudflare token' && r.status === 'fail')) return results;
-  const [{ checkAccessGates }, { default: pino }] = await Promise.all([import('../../cloudflare/access-gate-checks.js'), import('pino')]);
-  return [...results, ...(await checkAccessGates(client, config.cloudflare, config.access, config.tunnels.domain, pino({ level: 'silent' }), options))];
+  const { accounts } = config.cloudflare;
+  // Every account, each with its own token: one that fails says which.
+  const perAccount = await Promise.all(accounts.map(async (account) => {
+    const cloudflare = accountConfig(config.cloudflare, account);
+    // Unmetered and without retries: four reads, each answered or failed at once.
+    const client = createCloudflareClient({ ...cloudflare, maxRetries: 0, timeoutMs: Math.min(cloudflare.timeoutMs, PROBE_TIMEOUT_MS * 2) });
+    const results = await checkCloudflareAccess(client, cloudflare, account.tunnelDomain);
+    // Cloudflare Access (docs/access.md): checked when a team rule is configured.
+    if (!hasTeamRule(config.access) || results.some((r) => r.name === 'cloudflare token' && r.status === 'fail')) return results;
+    const [{ checkAccessGates }, { default: pino }] = await Promise.all([import('../../cloudflare/access-gate-checks.js'), import('pino')]);
+    return [...results, ...(await checkAccessGates(client, cloudflare, config.access, account.tunnelDomain, pino({ level: 'silent' }), options))];
+  }));
+  if (accounts.length === 1) return perAccount[0]!;
+  return perAccount.flatMap((results, i) => results.map((r) => ({ ...r, name: `${r.name} [${accounts[i]!.name}]` })));
 }

@@ -39,10 +39,11 @@ export function registerTunnelCommands(program: Command, context: CliContext): v
       const { logLevel } = command.optsWithGlobals<GlobalOptions>();
       const actor = operatorActor(operatorName(options.as));
       await withBroker(context, { logLevel, needsCloudflare: true }, async (app, config) => {
-        const target = operatorTarget(ref, config.tunnels.domain);
+        const target = operatorTarget(ref);
         const row = await app.tunnels.findForOperator(target);
         if (!row) {
-          throw new CliError('id' in target ? `no tunnel with id ${target.id}` : `no live tunnel with hostname ${target.hostname}`, ExitCode.notFound);
+          const named = 'id' in target ? `no tunnel with id ${target.id}` : 'slug' in target ? `no live tunnel with slug ${target.slug}` : `no live tunnel with hostname ${target.hostname}`;
+          throw new CliError(named, ExitCode.notFound);
         }
         const result = { id: row.id, hostname: row.hostname, ownerId: row.ownerId };
         if (row.status === 'ended') {
@@ -67,13 +68,14 @@ export function registerTunnelCommands(program: Command, context: CliContext): v
 }
 
 /**
- * What `tunnels end` looks up: an id (any state), or a hostname, a slug being `<slug>.<TUNNEL_DOMAIN>`.
- * Any hostname, not only TUNNEL_DOMAIN's: an operator may have to end tunnels made under an earlier domain.
+ * What `tunnels end` looks up: an id (any state), a hostname, or a slug (unique among live
+ * tunnels across every Cloudflare account, whatever its domain). Any hostname, not only a
+ * configured domain's: an operator may have to end tunnels made under an earlier domain.
  */
-export function operatorTarget(ref: string, domain: string): { id: string } | { hostname: string } {
+export function operatorTarget(ref: string): { id: string } | { hostname: string } | { slug: string } {
   const parsed = parseTunnelRef(ref);
   if (parsed === undefined) throw new CliError('name a tunnel by its id, hostname or slug', ExitCode.usage);
-  return 'slug' in parsed ? { hostname: `${parsed.slug}.${domain}` } : parsed;
+  return parsed;
 }
 
 function parseLimit(text: string): number {
