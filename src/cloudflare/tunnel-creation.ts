@@ -20,6 +20,14 @@ const MAX_CREATE_BACKOFF_MS = 8_000;
 export const MAX_CREATE_RETRY_AFTER_MS = 5_000;
 
 /**
+ * Cloudflare's documented limit of tunnels per account ("Cloudflare Tunnel: tunnels per
+ * account 1,000", developers.cloudflare.com/cloudflare-one/account-limits/). No error code for
+ * reaching it is documented (searched: the API docs, cloudflared, cloudflare-go, the SDKs and
+ * their issues), so a refused create is recognised by counting, not by a code.
+ */
+export const CLOUDFLARE_TUNNELS_PER_ACCOUNT = 1_000;
+
+/**
  * Delay before create retry number `retry` (0-based): Retry-After when given (plus up to
  * 10 % so that instances told the same instant spread out), else exponential backoff with
  * jitter (half to all of the step).
@@ -88,6 +96,7 @@ export class TunnelCreation {
         const inline = (tunnel as { token?: unknown }).token;
         return typeof inline === 'string' && inline.length > 0 ? { id: tunnel.id, token: inline } : { id: tunnel.id };
       } catch (error) {
+        if (isUpstreamError(error) && error.kind === 'failed' && provesNothingCreated(error)) throw await this.#fullOr(error, budget);
         if (!isUpstreamError(error) || error.kind !== 'tunnel_name_taken') throw error;
         // Only this row's create uses this name: an attempt whose answer was lost made it.
         const id = await this.#lookups.findTunnelId(rowId, budget);
@@ -101,6 +110,19 @@ export class TunnelCreation {
     });
     const token = created.token ?? (await this.getToken(created.id, budget));
     return { cfTunnelId: created.id, token };
+  }
+
+  /**
+   * A create Cloudflare refused for a reason the broker does not recognise: if the account
+   * now holds as many tunnels as it may (the broker's own count can miss tunnels made by
+   * others in the same account), it is full, and the client is told so (503, retry later);
+   * otherwise the refusal stands. One extra list call, only on such a refusal.
+   */
+  async #fullOr(error: UpstreamError, budget: RequestOptions): Promise<UpstreamError> {
+    const capacity = Math.min(CLOUDFLARE_TUNNELS_PER_ACCOUNT, ...this.#config.accounts.filter((a) => a.accountId === this.#config.accountId).map((a) => a.maxTunnels));
+    const held = await this.#lookups.countTunnels(budget).catch(() => null);
+    if (held === null || held < capacity) return error;
+    return new UpstreamError('account_full', error.operation, error.status, error.cloudflareCodes, undefined, { cause: error, nothingCreated: true });
   }
 
   async getToken(cfTunnelId: string, budget: RequestOptions = this.#calls.budgetOptions('fail')): Promise<string> {

@@ -43,6 +43,15 @@ export class TunnelLookups {
     });
   }
 
+  /** How many tunnels (not deleted) the account holds, whoever made them; null if Cloudflare does not say. */
+  countTunnels(budget: RequestOptions): Promise<number | null> {
+    return this.#calls.call('tunnel.list', async () => {
+      const page = await this.#calls.client.zeroTrust.tunnels.cloudflared.list({ account_id: this.#config.accountId, is_deleted: false, per_page: 1 }, budget);
+      const total = (page.result_info as { total_count?: unknown } | undefined)?.total_count;
+      return typeof total === 'number' ? total : null;
+    });
+  }
+
   /** CNAMEs named exactly `hostname` that point at this tunnel: the only records that are ours. */
   async findOurDnsRecordIds(hostname: string, cfTunnelId: string, budget: RequestOptions): Promise<string[]> {
     const target = normalizeHost(`${cfTunnelId}${CFARGOTUNNEL_SUFFIX}`);

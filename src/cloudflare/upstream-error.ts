@@ -19,6 +19,11 @@ export type UpstreamFailureKind =
   | 'tunnel_has_connections'
   /** Credentials or permissions (401/403, errors 10000/9109). */
   | 'unauthorized'
+  /**
+   * A tunnel create refused while the account holds as many tunnels as it may (counted after
+   * the refusal: Cloudflare documents its 1,000-tunnel limit but no error code for it).
+   */
+  | 'account_full'
   /** Anything else Cloudflare refused or failed with. */
   | 'failed';
 

@@ -607,6 +607,8 @@ export class TunnelService {
     if (error instanceof LeaseLostError) {
       return new AppError('UPSTREAM_UNAVAILABLE', { message: UPSTREAM_FAILURE_MESSAGES.create.UPSTREAM_UNAVAILABLE, retryAfterSec: 5 });
     }
+    // Cloudflare refused because the account is full (tunnels made outside the broker count too).
+    if (isUpstreamError(error) && error.kind === 'account_full') return new AppError('TUNNEL_CAPACITY_EXHAUSTED', { retryAfterSec: this.capacityRetryAfterSec });
     return upstreamAppError(error, UPSTREAM_FAILURE_MESSAGES.create);
   }
 
