@@ -29,7 +29,7 @@ export const SOAK = {
   expiryLeadSeconds: 15,
   expiryTailSeconds: 15,
   ttlSeconds: 60,
-  connectionsPerBroker: 16,
+  connectionsPerBroker: 48,
   brokers: 2,
   /** After the load, how long the reapers get to finish what came due during it. */
   catchUpMs: 20_000,
