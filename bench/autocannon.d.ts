@@ -8,6 +8,7 @@ declare module 'autocannon' {
       body?: string | Buffer;
       /** Called before every request when present; return the request to send. */
       setupRequest?: (request: Request, context: Record<string, unknown>) => Request | undefined;
+      onResponse?: (status: number, body: string, context: Record<string, unknown>) => void;
     }
     interface Options {
       url: string;
