@@ -13,6 +13,15 @@ export interface ClusterNode {
   port: number;
 }
 
+/** PEM files for a cluster that speaks only TLS (clients and the cluster bus). */
+export interface ClusterTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** The CA's PEM, for clients. */
+  ca: string;
+}
+
 /**
  * A Redis Cluster of `primaries` primaries (no replicas) made from the machine's own
  * redis-server: cluster mode on free loopback ports, nothing persisted, `noeviction` as
@@ -22,21 +31,28 @@ export interface ClusterNode {
 export class PrivateRedisCluster {
   readonly #dir: string;
   readonly #primaries: number;
+  readonly #tls: ClusterTls | undefined;
   readonly #servers: ServerProcess[] = [];
   #nodes: ClusterNode[] = [];
 
-  constructor(options: { dir: string; primaries?: number }) {
+  constructor(options: { dir: string; primaries?: number; tls?: ClusterTls }) {
     this.#dir = path.join(options.dir, 'redis-cluster');
     this.#primaries = options.primaries ?? 3;
+    this.#tls = options.tls;
+  }
+
+  /** How a one-shot client reaches `node` (over TLS when the cluster speaks only TLS). */
+  #target(node: ClusterNode): ClusterNode & { tls?: { ca: string } } {
+    return this.#tls ? { ...node, tls: { ca: this.#tls.ca } } : node;
   }
 
   get nodes(): readonly ClusterNode[] {
     return this.#nodes;
   }
 
-  /** REDIS_CLUSTER_NODES for a broker on this cluster. */
+  /** REDIS_CLUSTER_NODES for a broker on this cluster (rediss:// when it speaks only TLS). */
   get nodesEnv(): string {
-    return this.#nodes.map((n) => `${n.host}:${n.port}`).join(',');
+    return this.#nodes.map((n) => (this.#tls ? `rediss://${n.host}:${n.port}` : `${n.host}:${n.port}`)).join(',');
   }
 
   async start(): Promise<readonly ClusterNode[]> {
@@ -48,28 +64,31 @@ export class PrivateRedisCluster {
         const port = await freePort();
         const dir = path.join(this.#dir, String(port));
         mkdirSync(dir, { mode: 0o700 });
+        const tls = this.#tls;
+        // With TLS: no plain port; clients and the cluster bus (port + 10000) speak only TLS.
+        const listen = tls ? ['--port', '0', '--tls-port', String(port), '--tls-cluster', 'yes', '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no'] : ['--port', String(port)];
         const server = spawnServer({
           command: 'redis-server',
-          args: ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning'],
+          args: [...listen, '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--loglevel', 'warning'],
           logFile: path.join(dir, 'redis.log'),
         });
         this.#servers.push(server);
         const node = { host: '127.0.0.1', port };
-        await waitUntilReady(`cluster node ${port}`, server, () => withOneShotRedis(node, async (r) => (await r.ping()) === 'PONG'), START_TIMEOUT_MS);
+        await waitUntilReady(`cluster node ${port}`, server, () => withOneShotRedis(this.#target(node), async (r) => (await r.ping()) === 'PONG'), START_TIMEOUT_MS);
         nodes.push(node);
       }
       const perNode = Math.ceil(SLOTS / nodes.length);
       for (const [i, node] of nodes.entries()) {
         const first = i * perNode;
         const last = Math.min(SLOTS, first + perNode) - 1;
-        await withOneShotRedis(node, (r) => r.call('CLUSTER', 'ADDSLOTSRANGE', String(first), String(last)));
+        await withOneShotRedis(this.#target(node), (r) => r.call('CLUSTER', 'ADDSLOTSRANGE', String(first), String(last)));
       }
-      await withOneShotRedis(nodes[0]!, async (r) => {
+      await withOneShotRedis(this.#target(nodes[0]!), async (r) => {
         for (const other of nodes.slice(1)) await r.call('CLUSTER', 'MEET', other.host, String(other.port));
       });
       const ready = async () => {
         for (const node of nodes) {
-          const info = String(await withOneShotRedis(node, (r) => r.call('CLUSTER', 'INFO')));
+          const info = String(await withOneShotRedis(this.#target(node), (r) => r.call('CLUSTER', 'INFO')));
           if (!info.includes('cluster_state:ok') || !info.includes(`cluster_known_nodes:${nodes.length}`)) return false;
         }
         return true;
