@@ -1,3 +1,5 @@
+// First: V8's heap settings, before the other modules' loading grows the heap (see there).
+import './lifecycle/small-heap.js';
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
