@@ -1,5 +1,5 @@
 // First: V8's heap settings, before the other modules' loading grows the heap (see there).
-import './lifecycle/small-heap.js';
+import { optimizeForSpeed } from './lifecycle/small-heap.js';
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
@@ -110,6 +110,7 @@ async function main(): Promise<void> {
     await services.stop();
     process.exit(1);
   }
+  optimizeForSpeed();
   logger.info({ role: config.role, reaper: app.reaper !== null }, `tunnel broker ready on http://${config.http.host}:${config.http.port}`);
 }
 
