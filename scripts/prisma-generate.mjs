@@ -29,7 +29,7 @@ readWasmAsFile(fileURLToPath(new URL('../src/generated/prisma/internal/class.ts'
  * in the heap for the life of the process, twice (the module's source and the string
  * constant): ~9 MB of the idle broker's RSS (issue 14). Reading the same file as text and
  * decoding it leaves nothing behind. If a Prisma update changes the generated code this
- * leaves it as it is and says so; test/server/boot-footprint.test.ts then fails.
+ * leaves it as it is and says so; test/server-footprint.test.ts then fails.
  */
 function readWasmAsFile(classFile) {
   const source = readFileSync(classFile, 'utf8');
