@@ -1,19 +1,23 @@
 /**
- * The heartbeat floor: the least a heartbeat endpoint can do. A bare Fastify server with
- * the broker's own authentication (src/plugins/auth.ts, registered with the config the
- * way src/app.ts registers it, so verification, its options and its cache cannot drift)
- * and one Redis `SET ... EX` per request, on a Redis client made the way the broker makes
- * its own (src/plugins/redis.ts). No logger, no schemas, no other hooks.
+ * The heartbeat floor (issue 14): the least a heartbeat endpoint can do. Fastify with
+ * `logger: false`, @fastify/jwt's own `request.jwtVerify()` without a verify cache, and one
+ * Redis `SET hb:<id> <user> EX <ttl>` per request on a plain ioredis client. Not the broker's
+ * auth plugin: the floor is what the broker is measured against, so it must not inherit the
+ * broker's costs (or its caches).
  *
- * Run as a process: env PORT, HOST, REDIS_URL, REDIS_KEY_PREFIX, JWT_SECRET, TTL_SECONDS;
- * prints "floor ready" once listening; SIGTERM closes it.
+ * It verifies the token an agent sends, a heartbeat token (src/auth/heartbeat-token.ts: HS256
+ * under the HKDF-derived key, `tid` the tunnel), and refuses one for another tunnel, as any
+ * heartbeat endpoint must; with `tokens: 'access'` (bench --tokens=access) it verifies the
+ * owners' access tokens under JWT_SECRET itself instead.
+ *
+ * Run as a process: env PORT, HOST, REDIS_URL, REDIS_KEY_PREFIX, JWT_SECRET, TTL_SECONDS,
+ * FLOOR_TOKENS (heartbeat | access); prints "floor ready" once listening; SIGTERM closes it.
  */
 import { pathToFileURL } from 'node:url';
+import fastifyJwt from '@fastify/jwt';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
-import { loadBootConfig } from '../src/config/env.js';
-import { authPlugin } from '../src/plugins/auth.js';
-import { createRedisClient } from '../src/plugins/redis.js';
+import { Redis } from 'ioredis';
+import { deriveHeartbeatTokenKey } from '../src/auth/heartbeat-token.js';
 
 export const FLOOR_ROUTE = '/v1/tunnels/:tunnelId/heartbeat';
 
@@ -21,24 +25,31 @@ export interface FloorOptions {
   redis: Redis;
   jwtSecret: string;
   ttlSeconds: number;
+  /** What the load authenticates with (default: heartbeat tokens, as an agent does). */
+  tokens?: 'heartbeat' | 'access';
 }
 
 /** The floor app, not listening. */
 export async function buildFloor(options: FloorOptions): Promise<FastifyInstance> {
-  const config = loadBootConfig({ NODE_ENV: 'test', JWT_SECRET: options.jwtSecret });
   const { redis, ttlSeconds } = options;
+  const heartbeat = (options.tokens ?? 'heartbeat') === 'heartbeat';
   const app = Fastify({ logger: false });
-  await app.register(authPlugin, { jwt: config.jwt });
-  app.post<{ Params: { tunnelId: string } }>(
-    FLOOR_ROUTE,
-    // Accepts a heartbeat token for the tunnel in the path, as the broker's route does.
-    { onRequest: app.authenticate, config: { heartbeatTokenParam: 'tunnelId' } },
-    async (request) => {
-      await redis.set(`hb:${request.params.tunnelId}`, request.userId, 'EX', ttlSeconds);
-      // The same body as the broker's heartbeat answer.
-      return { ok: true, expiresAt: new Date(Date.now() + ttlSeconds * 1000).toISOString() };
-    },
-  );
+  await app.register(fastifyJwt, {
+    secret: heartbeat ? deriveHeartbeatTokenKey(options.jwtSecret) : options.jwtSecret,
+    verify: { algorithms: ['HS256'], cache: false },
+  });
+  app.post<{ Params: { tunnelId: string } }>(FLOOR_ROUTE, async (request, reply) => {
+    let claims: { sub?: unknown; tid?: unknown };
+    try {
+      claims = await request.jwtVerify();
+    } catch {
+      return reply.code(401).send({ error: 'unauthorized' });
+    }
+    if (typeof claims.sub !== 'string' || (heartbeat && claims.tid !== request.params.tunnelId)) return reply.code(403).send({ error: 'forbidden' });
+    await redis.set(`hb:${request.params.tunnelId}`, claims.sub, 'EX', ttlSeconds);
+    // The same body as the broker's heartbeat answer.
+    return { ok: true, expiresAt: new Date(Date.now() + ttlSeconds * 1000).toISOString() };
+  });
   return app;
 }
 
@@ -49,10 +60,11 @@ function required(name: string): string {
 }
 
 async function main(): Promise<void> {
-  const redis = createRedisClient({ url: required('REDIS_URL'), keyPrefix: required('REDIS_KEY_PREFIX') });
+  const redis = new Redis(required('REDIS_URL'), { keyPrefix: required('REDIS_KEY_PREFIX'), lazyConnect: true, maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
   await redis.connect();
-  const app = await buildFloor({ redis, jwtSecret: required('JWT_SECRET'), ttlSeconds: Number(process.env.TTL_SECONDS ?? '60') });
+  const tokens = process.env.FLOOR_TOKENS === 'access' ? 'access' : 'heartbeat';
+  const app = await buildFloor({ redis, jwtSecret: required('JWT_SECRET'), ttlSeconds: Number(process.env.TTL_SECONDS ?? '60'), tokens });
 
   let stopping = false;
   const stop = () => {

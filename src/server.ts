@@ -1,11 +1,13 @@
+// First: V8's heap settings, before the other modules' loading grows the heap (see there).
+import { optimizeForSpeed } from './lifecycle/small-heap.js';
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import { startCloudflareEmulator, type CloudflareEmulator } from './cloudflare/emulator/emulator.js';
+import type { CloudflareEmulator } from './cloudflare/emulator/emulator.js';
 import { type BootConfig, type Config, ConfigError, loadBootConfig, migrationDatabaseUrl } from './config/env.js';
 import { runMigrations } from './db/migrate.js';
 import { logServices, startServices, type StartedServices } from './dev-services/dev-services.js';
-import { RedisServerMissingError } from './dev-services/private-redis.js';
+import { RedisServerMissingError } from './dev-services/redis-server-missing.js';
 import { createLogger } from './logging/logger.js';
 
 /** How long in-flight requests and the running sweep get to finish after SIGTERM. */
@@ -56,6 +58,8 @@ async function main(): Promise<void> {
 
   let emulator: CloudflareEmulator | undefined;
   if (config.cloudflare.mode === 'emulator') {
+    // Loaded only in development: a configured broker never runs the emulator.
+    const { startCloudflareEmulator } = await import('./cloudflare/emulator/emulator.js');
     emulator = await startCloudflareEmulator({
       accountId: config.cloudflare.accountId,
       zoneId: config.cloudflare.zoneId,
@@ -108,6 +112,7 @@ async function main(): Promise<void> {
     await services.stop();
     process.exit(1);
   }
+  optimizeForSpeed();
   logger.info({ role: config.role, reaper: app.reaper !== null }, `tunnel broker ready on http://${config.http.host}:${config.http.port}`);
 }
 

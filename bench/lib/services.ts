@@ -154,9 +154,18 @@ export async function redisUsedMemory(redis: Redis): Promise<number> {
 
 /** Resident set size of a process, from /proc (Linux). NaN where unavailable. */
 export function rssBytes(pid: number | undefined): number {
+  return procStatusBytes(pid, 'VmRSS');
+}
+
+/** The private (anonymous) part of the RSS: heap and stacks, not the mapped code of node and its libraries. */
+export function rssAnonBytes(pid: number | undefined): number {
+  return procStatusBytes(pid, 'RssAnon');
+}
+
+function procStatusBytes(pid: number | undefined, field: string): number {
   if (pid === undefined) return Number.NaN;
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : Number.NaN;
   } catch {
     return Number.NaN;
@@ -214,8 +223,9 @@ const MAX_KEPT_LINES = 50_000;
 const MAX_KEPT_OUTPUT = 1024 * 1024;
 
 /**
- * Runs a TypeScript entry point of this repo with tsx, as `npm start` does
- * (`node [nodeArgs] --import tsx <entry>`), on a free loopback port, with only the given
+ * Runs an entry point of this repo: TypeScript with tsx, as `npm start` does
+ * (`node [nodeArgs] --import tsx <entry>`), or compiled JavaScript (an entry ending in `.js`,
+ * e.g. dist/server.js) with node alone, as the container image does; on a free loopback port, with only the given
  * environment (plus PATH and HOME), and waits for `ready` in its output.
  */
 export async function startServerProcess(options: {
@@ -230,7 +240,8 @@ export async function startServerProcess(options: {
   const port = await freePort();
   const spawnedAt = performance.now();
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', LOG_PRETTY: 'false', ...options.env, PORT: String(port), HOST: '127.0.0.1' };
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', options.entry], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const loader = options.entry.endsWith('.js') ? [] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...loader, options.entry], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let out = '';
   const keep = (text: string) => {

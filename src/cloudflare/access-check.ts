@@ -1,4 +1,4 @@
-import type Cloudflare from 'cloudflare';
+import type { CloudflareSdk } from './cloudflare-sdk.js';
 import type { CloudflareConfig } from '../config/env.js';
 import { DOMAIN_PLACEMENT_CHECKS, domainPlacementChecks } from './domain-placement.js';
 import { translateUpstreamError, type UpstreamError } from './upstream-error.js';
@@ -22,7 +22,7 @@ const TOKEN_PERMISSIONS = 'Account › Cloudflare Tunnel › Edit (for CLOUDFLAR
  * other request would be refused the same way. The zone's name also tells where TUNNEL_DOMAIN
  * sits in it (see domainPlacementChecks).
  */
-export async function checkCloudflareAccess(client: Cloudflare, config: CloudflareConfig, tunnelDomain: string): Promise<CheckResult[]> {
+export async function checkCloudflareAccess(client: CloudflareSdk, config: CloudflareConfig, tunnelDomain: string): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const token = await checkToken(client, config);
   results.push(token);
@@ -77,7 +77,7 @@ export async function checkCloudflareAccess(client: Cloudflare, config: Cloudfla
   return results;
 }
 
-async function checkToken(client: Cloudflare, config: CloudflareConfig): Promise<CheckResult> {
+async function checkToken(client: CloudflareSdk, config: CloudflareConfig): Promise<CheckResult> {
   const name = 'cloudflare token';
   let verified: { status: string };
   try {

@@ -1,4 +1,4 @@
-import type Cloudflare from 'cloudflare';
+import type { CloudflareSdk } from './cloudflare-sdk.js';
 import type { AccessConfig, CloudflareConfig } from '../config/env.js';
 import type { Logger } from '../logging/logger.js';
 import type { CheckResult } from './access-check.js';
@@ -14,7 +14,7 @@ const ACCESS_PERMISSION = 'Account › Access: Apps and Policies › Edit (and A
  * and which identity providers visitors can log in with.
  */
 export async function checkAccessGates(
-  client: Cloudflare,
+  client: CloudflareSdk,
   cf: CloudflareConfig,
   access: AccessConfig,
   tunnelDomain: string,

@@ -1,6 +1,6 @@
-import Cloudflare from 'cloudflare';
 import type { CloudflareConfig } from '../config/env.js';
 import type { BudgetGate } from './budget-gate.js';
+import { type CloudflareSdk, createCloudflareSdk } from './cloudflare-sdk.js';
 import { createNodeHttpFetch } from './node-http-fetch.js';
 
 export const DEFAULT_CLOUDFLARE_BASE_URL = 'https://api.cloudflare.com/client/v4';
@@ -32,9 +32,9 @@ type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<Resp
  * calls that are safe to repeat (GET, PUT, DELETE); creates pass maxRetries: 0 and are
  * retried by TunnelProvider, which adopts what an earlier attempt made.
  */
-export function createCloudflareClient(config: CloudflareConfig, options: { budget?: BudgetGate; fetch?: Fetch } = {}): Cloudflare {
+export function createCloudflareClient(config: CloudflareConfig, options: { budget?: BudgetGate; fetch?: Fetch } = {}): CloudflareSdk {
   const base = capRetryAfter(options.fetch ?? createNodeHttpFetch(), MAX_RETRY_DELAY_MS);
-  return new Cloudflare({
+  return createCloudflareSdk({
     apiToken: config.apiToken,
     apiKey: null,
     apiEmail: null,

@@ -1,4 +1,4 @@
-import type Cloudflare from 'cloudflare';
+import type { CloudflareSdk } from './cloudflare-sdk.js';
 import type { AccessConfig, CloudflareConfig } from '../config/env.js';
 import { AccessGates } from './access-gates.js';
 import type { Logger } from '../logging/logger.js';
@@ -38,7 +38,7 @@ export class TunnelProvider {
   readonly #config: CloudflareConfig;
 
   /** `budget` must be the gate the client was built with; without one no policy applies. */
-  constructor(client: Cloudflare, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver; access?: { config: AccessConfig; tunnelDomain: string } } = {}) {
+  constructor(client: CloudflareSdk, config: CloudflareConfig, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver; access?: { config: AccessConfig; tunnelDomain: string } } = {}) {
     this.#config = config;
     this.#calls = new UpstreamCalls(client, logger, options);
     this.lookups = new TunnelLookups(this.#calls, config);

@@ -1,4 +1,5 @@
 import type Cloudflare from 'cloudflare';
+import type { CloudflareSdk } from './cloudflare-sdk.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
 import type { BudgetGate, BudgetPolicy } from './budget-gate.js';
 import { translateUpstreamError, UpstreamError } from './upstream-error.js';
@@ -27,13 +28,13 @@ export const CFARGOTUNNEL_SUFFIX = '.cfargotunnel.com';
  * translated, logged and measured.
  */
 export class UpstreamCalls {
-  readonly client: Cloudflare;
+  readonly client: CloudflareSdk;
   readonly #log: Logger;
   readonly #budget: BudgetGate | undefined;
   readonly #observer: UpstreamCallObserver | undefined;
 
   /** `budget` must be the gate the client was built with; without one no policy applies. */
-  constructor(client: Cloudflare, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver } = {}) {
+  constructor(client: CloudflareSdk, logger: Logger, options: { budget?: BudgetGate; observer?: UpstreamCallObserver } = {}) {
     this.client = client;
     this.#log = logger;
     this.#budget = options.budget;

@@ -1,4 +1,4 @@
-import Cloudflare from 'cloudflare';
+import { APIConnectionError, APIError } from 'cloudflare/core/error';
 
 /**
  * What went wrong upstream, in the broker's terms. The SDK's errors are translated
@@ -85,7 +85,7 @@ export function isUpstreamError(error: unknown): error is UpstreamError {
 
 export function translateUpstreamError(operation: string, error: unknown): UpstreamError {
   if (error instanceof UpstreamError) return error;
-  if (error instanceof Cloudflare.APIConnectionError || !(error instanceof Cloudflare.APIError)) {
+  if (error instanceof APIConnectionError || !(error instanceof APIError)) {
     // Timeouts, refused connections, DNS failures, aborted requests, and anything
     // thrown below the SDK's own error types.
     return new UpstreamError('unavailable', operation, undefined, [], undefined, { cause: error });

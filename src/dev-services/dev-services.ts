@@ -3,8 +3,6 @@ import type { BootConfig, Config } from '../config/env.js';
 import { withDatabase } from '../db/migrate.js';
 import { redactUrl } from '../logging/redact-url.js';
 import { describeRedisTarget } from '../plugins/redis.js';
-import { EmbeddedPostgres } from './embedded-postgres.js';
-import { PrivateRedis } from './private-redis.js';
 
 /** The database the broker uses on the embedded server. */
 export const EMBEDDED_DATABASE_NAME = 'tunnel_broker';
@@ -46,6 +44,8 @@ export async function startServices(boot: BootConfig, needs: ServiceNeeds = { re
     if (!needs.redis) {
       redis = { source: 'unused' };
     } else if (redisUrl === undefined) {
+      // Loaded only when used: a production broker is given both stores and never runs these.
+      const { PrivateRedis } = await import('./private-redis.js');
       const privateRedis = new PrivateRedis({ dir: boot.devServices.dataDir });
       const running = await privateRedis.start();
       stops.push(() => privateRedis.stop());
@@ -58,6 +58,7 @@ export async function startServices(boot: BootConfig, needs: ServiceNeeds = { re
     let databaseUrl = boot.databaseUrl;
     let postgres: ServicesDescription['postgres'];
     if (databaseUrl === undefined) {
+      const { EmbeddedPostgres } = await import('./embedded-postgres.js');
       const embedded = new EmbeddedPostgres({ dir: boot.devServices.dataDir });
       const running = await embedded.start();
       stops.push(() => embedded.stop());

@@ -7,6 +7,7 @@ import { summariseProfile, type CpuProfile } from '../../bench/lib/profile.js';
 import { countDeadlines, insertTunnels, makeTunnels, markEpoch, seedLiveState, setDeadlines } from '../../bench/lib/seed.js';
 import { fmt, markdownTable, median, percentile, ratio, textTable } from '../../bench/lib/stats.js';
 import { signAccessToken } from '../../src/auth/access-token.js';
+import { HeartbeatTokens } from '../../src/auth/heartbeat-token.js';
 import { HeartbeatStore } from '../../src/tunnels/heartbeat-store.js';
 import { TEST_JWT_SECRET } from '../helpers/broker.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -97,16 +98,33 @@ describe('bench seeding', () => {
     expect(claims.map((c) => c.id).sort()).toEqual([...lapsed].sort());
   });
 
-  it('the floor verifies tokens as the broker does and writes one key', async () => {
+  it('the floor verifies a heartbeat token for its own tunnel without the broker, and writes one key', async () => {
     const app = await buildFloor({ redis, jwtSecret: TEST_JWT_SECRET, ttlSeconds: 60 });
     try {
       const id = randomUUID();
-      const ok = await app.inject({ method: 'POST', url: `/v1/tunnels/${id}/heartbeat`, headers: { authorization: `Bearer ${signAccessToken(TEST_JWT_SECRET, 'alice', 60)}` } });
+      const tokens = new HeartbeatTokens(TEST_JWT_SECRET);
+      const beat = (tunnelId: string, token?: string) =>
+        app.inject({ method: 'POST', url: `/v1/tunnels/${tunnelId}/heartbeat`, headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const ok = await beat(id, tokens.sign('alice', id));
       expect(ok.statusCode).toBe(200);
       expect(await redis.get(`hb:${id}`)).toBe('alice');
       expect(await redis.ttl(`hb:${id}`)).toBeGreaterThan(50);
-      const denied = await app.inject({ method: 'POST', url: `/v1/tunnels/${id}/heartbeat` });
-      expect(denied.statusCode).toBe(401);
+      // Another tunnel's token, an access token (another key) and no token are all refused.
+      expect((await beat(id, tokens.sign('alice', randomUUID()))).statusCode).toBe(403);
+      expect((await beat(id, signAccessToken(TEST_JWT_SECRET, 'alice', 60))).statusCode).toBe(401);
+      expect((await beat(id)).statusCode).toBe(401);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('the floor of --tokens=access verifies access tokens under JWT_SECRET', async () => {
+    const app = await buildFloor({ redis, jwtSecret: TEST_JWT_SECRET, ttlSeconds: 60, tokens: 'access' });
+    try {
+      const id = randomUUID();
+      const ok = await app.inject({ method: 'POST', url: `/v1/tunnels/${id}/heartbeat`, headers: { authorization: `Bearer ${signAccessToken(TEST_JWT_SECRET, 'bob', 60)}` } });
+      expect(ok.statusCode).toBe(200);
+      expect(await redis.get(`hb:${id}`)).toBe('bob');
     } finally {
       await app.close();
     }
