@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
+import { expect, it } from 'vitest';
 import { createRedisClient } from '../../src/plugins/redis.js';
 import type { RedisClient } from '../../src/redis/redis-client.js';
 import { testRedisClusterNodes, testRedisUrl } from './test-services.js';
@@ -32,6 +33,17 @@ export function useRedisTopologyForFile(topology: RedisTopology): void {
 
 export function fileRedisTopology(): RedisTopology {
   return fileTopology;
+}
+
+/**
+ * For a file of test/redis-cluster/: a last test that fails if any broker or client of the
+ * file's tests went to the single node instead of the cluster.
+ */
+export function expectEverythingOnTheCluster(): void {
+  it('ran every broker and Redis client of those tests on the cluster', () => {
+    expect(redisPlacements()).toMatchObject({ single: 0 });
+    expect(redisPlacements().cluster).toBeGreaterThan(0);
+  });
 }
 
 /** The environment that puts a broker on the run's Redis of this topology. */

@@ -3,13 +3,9 @@
  * flushes and Cloudflare faults; test/model/tunnel-model.test.ts) rerun with every broker on the
  * run's 3-primary Redis Cluster. Replay a failure with `npm run soak -- --redis cluster --seed ...`.
  */
-import { expect, it } from 'vitest';
-import { redisPlacements, useRedisTopologyForFile } from '../helpers/redis-keys.js';
+import { expectEverythingOnTheCluster, useRedisTopologyForFile } from '../helpers/redis-keys.js';
 
 useRedisTopologyForFile('cluster');
 await import('../model/tunnel-model.test.js');
 
-it('ran every broker and Redis client of those tests on the cluster', () => {
-  expect(redisPlacements()).toMatchObject({ single: 0, cluster: expect.any(Number) });
-  expect(redisPlacements().cluster).toBeGreaterThan(0);
-});
+expectEverythingOnTheCluster();
