@@ -1,4 +1,4 @@
-/** two reapers sharing batches, on the run's 3-primary Redis Cluster: test/reaper/batch-lease.test.ts's tests, rerun here. */
+/** Two reapers sharing batches, on the run's 3-primary Redis Cluster: test/reaper/batch-lease.test.ts's tests, rerun here. */
 import { expectEverythingOnTheCluster, useRedisTopologyForFile } from '../helpers/redis-keys.js';
 
 useRedisTopologyForFile('cluster');

@@ -1,4 +1,4 @@
-/** the reaper, on the run's 3-primary Redis Cluster: test/reaper/reaper.test.ts's tests, rerun here. */
+/** The reaper, on the run's 3-primary Redis Cluster: test/reaper/reaper.test.ts's tests, rerun here. */
 import { expectEverythingOnTheCluster, useRedisTopologyForFile } from '../helpers/redis-keys.js';
 
 useRedisTopologyForFile('cluster');

@@ -1,4 +1,4 @@
-/** the shared Cloudflare request budget, on the run's 3-primary Redis Cluster: test/cloudflare/request-budget.test.ts's tests, rerun here. */
+/** The shared Cloudflare request budget, on the run's 3-primary Redis Cluster: test/cloudflare/request-budget.test.ts's tests, rerun here. */
 import { expectEverythingOnTheCluster, useRedisTopologyForFile } from '../helpers/redis-keys.js';
 
 useRedisTopologyForFile('cluster');

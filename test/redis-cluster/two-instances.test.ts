@@ -1,4 +1,4 @@
-/** two broker instances, on the run's 3-primary Redis Cluster: test/resilience/two-instances.test.ts's tests, rerun here. */
+/** Two broker instances, on the run's 3-primary Redis Cluster: test/resilience/two-instances.test.ts's tests, rerun here. */
 import { expectEverythingOnTheCluster, useRedisTopologyForFile } from '../helpers/redis-keys.js';
 
 useRedisTopologyForFile('cluster');
