@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import fastifySwagger from '@fastify/swagger';
-import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { ERROR_CATALOGUE, ERROR_CODES } from '../errors/catalogue.js';
 import { REPLAYED_HEADER } from '../tunnels/idempotency.js';
+import { registerDocsRoutes } from './docs-ui.js';
 
 /**
  * Names a route schema can use in `security` to override the defaults that `defaultSecurity`
@@ -31,7 +31,7 @@ export const SECURITY_SCHEMES = {
 } as const;
 
 /** Error codes whose responses carry Retry-After (see where each AppError sets retryAfterSec). */
-const RETRY_AFTER_CODES: ReadonlySet<string> = new Set(['RATE_LIMITED', 'UPSTREAM_UNAVAILABLE', 'IDEMPOTENCY_KEY_IN_USE', 'SERVICE_UNAVAILABLE']);
+const RETRY_AFTER_CODES: ReadonlySet<string> = new Set(['RATE_LIMITED', 'UPSTREAM_UNAVAILABLE', 'IDEMPOTENCY_KEY_IN_USE', 'SERVICE_UNAVAILABLE', 'TUNNEL_CAPACITY_EXHAUSTED']);
 
 export const DOCS_PREFIX = '/docs';
 
@@ -132,8 +132,8 @@ function collapseLiteralUnions(node: unknown): void {
 
 /**
  * The OpenAPI 3 document, generated from the route schemas (@fastify/swagger), at
- * /docs/json and /docs/yaml, and Swagger UI at /docs (its assets ship in the npm package, so
- * it works offline). Must be registered before any route: the document is built from the
+ * /docs/json and /docs/yaml, and Swagger UI at /docs, loaded on first use (its assets ship in
+ * the npm package, so it works offline; see docs-ui.ts). Must be registered before any route: the document is built from the
  * routes it sees being added.
  */
 export const openapiPlugin = fp(
@@ -168,11 +168,7 @@ export const openapiPlugin = fp(
         return document;
       },
     });
-    await app.register(fastifySwaggerUi, {
-      routePrefix: DOCS_PREFIX,
-      staticCSP: true,
-      uiConfig: { deepLinking: true, docExpansion: 'list', persistAuthorization: false },
-    });
+    registerDocsRoutes(app, DOCS_PREFIX);
   },
   { name: 'openapi', fastify: '5.x' },
 );

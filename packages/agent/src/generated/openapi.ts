@@ -640,7 +640,7 @@ export interface operations {
             /** @description UPSTREAM_UNAVAILABLE: The tunnel provider is unavailable; retry later. | TUNNEL_CAPACITY_EXHAUSTED: Every tunnel slot is in use; retry later. | SLUG_EXHAUSTED: Could not find a free random slug; retry. | SERVICE_UNAVAILABLE: The service is temporarily unavailable; retry later. */
             503: {
                 headers: {
-                    /** @description Seconds to wait before retrying, with UPSTREAM_UNAVAILABLE, SERVICE_UNAVAILABLE (when the broker can tell). */
+                    /** @description Seconds to wait before retrying, with UPSTREAM_UNAVAILABLE, TUNNEL_CAPACITY_EXHAUSTED, SERVICE_UNAVAILABLE (when the broker can tell). */
                     "Retry-After"?: number;
                     [name: string]: unknown;
                 };
