@@ -26,7 +26,7 @@ describe('a configured production broker', () => {
     await db?.drop();
   });
 
-  it('loads neither the whole Cloudflare SDK, nor the base64 module of the query compiler, nor the emulator or the dev stores', async () => {
+  it('loads neither the whole Cloudflare SDK, nor the base64 module of the query compiler, nor the emulator, the dev stores or Swagger UI', async () => {
     const port = await freePort();
     const modulesFile = path.join(tempDir('footprint'), 'modules.json');
     const env = {
@@ -72,5 +72,7 @@ describe('a configured production broker', () => {
     // The wasm is read as a file (scripts/prisma-generate.mjs), not imported as a module.
     expect(modules.filter((url) => /query_compiler_\w+_bg\.\w+\.wasm-base64/.test(url))).toEqual([]);
     expect(modules.filter((url) => /\/src\/(cloudflare\/emulator|dev-services\/(embedded-postgres|private-redis))/.test(url))).toEqual([]);
+    // Swagger UI and its static-file server load on the first request for /docs (src/plugins/docs-ui.ts).
+    expect(modules.filter((url) => /\/node_modules\/@fastify\/(swagger-ui|static)\//.test(url))).toEqual([]);
   });
 });
