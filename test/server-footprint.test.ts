@@ -74,5 +74,7 @@ describe('a configured production broker', () => {
     expect(modules.filter((url) => /\/src\/(cloudflare\/emulator|dev-services\/(embedded-postgres|private-redis))/.test(url))).toEqual([]);
     // Swagger UI and its static-file server load on the first request for /docs (src/plugins/docs-ui.ts).
     expect(modules.filter((url) => /\/node_modules\/@fastify\/(swagger-ui|static)\//.test(url))).toEqual([]);
+    // The environment is validated with Ajv (src/config/schema-validator.ts), not TypeBox's Value module.
+    expect(modules.filter((url) => /\/node_modules\/typebox\/build\/value\//.test(url))).toEqual([]);
   });
 });

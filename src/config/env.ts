@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Type, { type Static } from 'typebox';
-import Value from 'typebox/value';
 import { parsePublicKeyPem } from '../auth/provider-keys.js';
 import { redactUrl } from '../logging/redact-url.js';
+import { validateAgainst } from './schema-validator.js';
 
 /**
  * The one environment schema. Everything the broker can be told comes through here,
@@ -318,11 +318,11 @@ export function loadBootConfig(source: Record<string, string | undefined>, readF
     // An empty variable (FOO= in a .env file) means "not set", as in most dotenv tools.
     if (value !== undefined && value.trim() !== '') raw[key] = value.trim();
   }
-  const withDefaults = Value.Default(EnvSchema, raw);
-  const converted = Value.Convert(EnvSchema, withDefaults);
+  const converted: Record<string, unknown> = { ...raw };
   const problems: string[] = [];
-  if (!Value.Check(EnvSchema, converted)) {
-    for (const error of Value.Errors(EnvSchema, converted)) {
+  const errors = validateAgainst(EnvSchema, converted);
+  if (errors.length > 0) {
+    for (const error of errors) {
       const name = error.instancePath.replace(/^\//, '') || '(root)';
       const given = raw[name];
       problems.push(`${name}: ${error.message}${given === undefined ? '' : ` (got ${JSON.stringify(shownValue(name, given))})`}`);
@@ -614,11 +614,13 @@ function listedAccounts(env: Env, readFile: (file: string) => string, problems: 
     return undefined;
   }
   const accounts: CloudflareAccount[] = [];
-  parsed.forEach((entry: unknown, i) => {
-    if (!Value.Check(AccountEntrySchema, entry)) {
-      for (const error of Value.Errors(AccountEntrySchema, entry)) problems.push(`${variable}[${i}]${error.instancePath.replace(/\//g, '.')}: ${error.message}`);
+  parsed.forEach((given: unknown, i) => {
+    const errors = validateAgainst(AccountEntrySchema, given as Record<string, unknown>);
+    if (errors.length > 0) {
+      for (const error of errors) problems.push(`${variable}[${i}]${error.instancePath.replace(/\//g, '.')}: ${error.message}`);
       return;
     }
+    const entry = given as Static<typeof AccountEntrySchema>;
     accounts.push({
       name: entry.name ?? entry.accountId,
       apiToken: entry.apiToken,
