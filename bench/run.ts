@@ -247,6 +247,9 @@ function brokerEnv(ctx: Ctx, o: { role: 'api' | 'reaper' | 'all'; databaseUrl: s
     // Cloudflare's real budget (1,200 requests / 5 min) would make the reaper wait for the
     // budget, not work: the benchmark measures the broker, so the budget is out of the way.
     CLOUDFLARE_BUDGET_REQUESTS: '1000000',
+    // The seeded live tunnels count against the account's capacity (1,000 by default), which
+    // would refuse the measured creates: the emulator holds up to a million.
+    CLOUDFLARE_MAX_TUNNELS: '100000',
     LOG_LEVEL: 'info',
     ...o.extra,
   };
