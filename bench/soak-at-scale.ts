@@ -11,7 +11,6 @@
  */
 import autocannon from 'autocannon';
 import type { CloudflareEmulator } from '../src/cloudflare/emulator/emulator.js';
-import { createRedisClient } from '../src/plugins/redis.js';
 import { insertTunnels, makeTunnels, markEpoch, seedLiveState, seedUpstream, setDeadlines, type SeedTunnel } from './lib/seed.js';
 import { createBenchDatabase, type ServerProcess, withPg } from './lib/services.js';
 import { fmt, markdownTable, percentile, type Verdict } from './lib/stats.js';
@@ -84,16 +83,13 @@ export async function soakSection(deps: SoakDeps): Promise<SoakResult> {
   const s = deps.quick ? QUICK_SOAK : SOAK;
   const { log } = deps;
   // Loaded here: the test helpers read the run's services from the environment bench/run.ts sets first.
-  const { deleteKeysUnderPrefix } = await import('../test/helpers/redis-keys.js');
+  const { deleteKeysUnderPrefix, testRedisClient } = await import('../test/helpers/redis-keys.js');
   const db = await createBenchDatabase(deps.pgServerUrl, 'soak');
   deps.defer(`drop ${db.name}`, () => db.drop());
   const prefix = `bench:soak:${Date.now()}:`;
-  const nodes = deps.clusterNodes.split(',').map((n) => ({ host: n.slice(0, n.lastIndexOf(':')), port: Number(n.slice(n.lastIndexOf(':') + 1)) }));
-  const cluster = { nodes, tls: false, username: undefined, password: undefined };
-  const redis = createRedisClient({ url: 'redis://unused', keyPrefix: prefix, cluster }, { enableOfflineQueue: true });
-  redis.on('error', () => {});
-  const admin = createRedisClient({ url: 'redis://unused', keyPrefix: '', cluster }, { enableOfflineQueue: true });
-  admin.on('error', () => {});
+  // The run's cluster (bench/run.ts puts it in TEST_REDIS_CLUSTER_NODES), as the tests reach it.
+  const redis = testRedisClient('cluster', prefix);
+  const admin = testRedisClient('cluster');
   deps.defer('disconnect cluster clients', async () => {
     redis.disconnect();
     admin.disconnect();
