@@ -123,11 +123,15 @@ export class TunnelRows {
     }
   }
 
-  /** Live tunnels per account id (rows with none recorded counted under `primaryAccountId`): metrics. */
+  /**
+   * Live tunnels per account id (rows with none recorded counted under `primaryAccountId`): metrics.
+   * Read from the counters the database keeps (cloudflare_account_load, '' for those rows), so a
+   * scrape costs one row per account however many tunnels are live.
+   */
   async liveCountsByAccount(primaryAccountId: string): Promise<Map<string, number>> {
     const rows = await this.#prisma.$queryRaw<Array<{ account: string; live: number }>>`
-      SELECT COALESCE(cf_account_id, ${primaryAccountId}) AS account, count(*)::int AS live
-      FROM tunnels WHERE status <> 'ended' GROUP BY 1`;
+      SELECT CASE WHEN cf_account_id = '' THEN ${primaryAccountId} ELSE cf_account_id END AS account, sum(live)::int AS live
+      FROM cloudflare_account_load GROUP BY 1`;
     return new Map(rows.map((r) => [r.account, r.live]));
   }
 
