@@ -161,31 +161,41 @@ export class TunnelService {
       // The audience is on the row before anything is made upstream, so whoever tears it
       // down knows whether to look for Access objects. Public is the column's default.
       if (access.mode !== 'public' && !(await this.#rows.saveUpstreamIds(row.id, row.leaseGeneration, { access: accessColumns(access) }))) throw new LeaseLostError();
-      await lease.scheduleCheckBack();
       lease.start();
+      // The Redis check-back goes out with the first upstream calls, not before them (one
+      // round trip less on every create). If this process dies before it lands, the row is
+      // still found: the reaper's sweep for rows left `creating` past their lease
+      // (recoverAbandoned) makes it due, and the teardown finds what was made by name.
       // The gate (Access) is made alongside the tunnel, and both before the DNS record: the
       // hostname never resolves without its gate. The critical path stays two round trips.
-      const [tunnelResult, gateResult] = await Promise.allSettled([
+      const [checkBack, tunnelResult, gateResult] = await Promise.allSettled([
+        lease.scheduleCheckBack(),
         provider.creation.createTunnel(row.id),
         gates.needsUpstream(access) ? gates.prepare(row.id, row.hostname, access, (ids) => noteGate(made, ids)) : Promise.resolve({}),
       ]);
       if (tunnelResult.status === 'fulfilled') made.cfTunnelId = tunnelResult.value.cfTunnelId;
       if (gateResult.status === 'rejected' && !(isUpstreamError(gateResult.reason) && gateResult.reason.nothingCreated)) made.gateUncertain = true;
+      if (checkBack.status === 'rejected') throw checkBack.reason;
       if (tunnelResult.status === 'rejected') throw tunnelResult.reason;
       if (gateResult.status === 'rejected') throw gateResult.reason;
       const provisioned = tunnelResult.value;
       const prepared = gateResult.value;
-      // Saved before the next step, so whoever might take over knows what exists.
-      const saved = { cfTunnelId: provisioned.cfTunnelId, ...(made.accessAppId ? { accessAppId: made.accessAppId } : {}), ...(made.accessPolicyId ? { accessPolicyId: made.accessPolicyId } : {}) };
-      if (!(await this.#rows.saveUpstreamIds(row.id, lease.generation, saved))) throw new LeaseLostError();
       this.#assertCreateGoesOn(lease);
+      // The ids are saved alongside the next steps (fenced, like every write of the holder),
+      // so whoever takes over mid-create knows what exists without looking it up by name;
+      // a takeover before the save lands finds them by name. A lost lease stops the create
+      // before activation, and it removes by id what it made (TunnelTeardown.removeMade).
       // Independent steps run together: the critical path is two upstream round trips.
-      const [dns, ingress, gate] = await Promise.allSettled([
+      const saved = { cfTunnelId: provisioned.cfTunnelId, ...(made.accessAppId ? { accessAppId: made.accessAppId } : {}), ...(made.accessPolicyId ? { accessPolicyId: made.accessPolicyId } : {}) };
+      const [save, dns, ingress, gate] = await Promise.allSettled([
+        this.#rows.saveUpstreamIds(row.id, lease.generation, saved),
         provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
         provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
         gates.finish(row.id, row.hostname, prepared),
       ]);
       if (dns.status === 'fulfilled') made.dnsRecordId = dns.value;
+      if (save.status === 'rejected') throw save.reason;
+      if (!save.value) throw new LeaseLostError();
       if (dns.status === 'rejected') throw dns.reason;
       if (ingress.status === 'rejected') throw ingress.reason;
       if (gate.status === 'rejected') throw gate.reason;
