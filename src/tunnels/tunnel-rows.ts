@@ -52,10 +52,6 @@ export interface TransitionWhere {
   ownerId?: string;
   /** Fencing: only while the row's lease generation is still this one. */
   generation?: number;
-  /** Only if no DELETE was recorded while the tunnel was being created. */
-  noDeleteRequested?: boolean;
-  /** Only while the lease has not lapsed (database clock). */
-  leaseHeld?: boolean;
   /** Only while nobody holds a lease on it (none, or lapsed): an active tunnel's audience change. */
   leaseFree?: boolean;
 }
@@ -75,6 +71,14 @@ export interface TransitionData {
   access?: { mode: TunnelAccessMode; emails: string[] };
   accessAppId?: string | null;
   accessPolicyId?: string | null;
+}
+
+/** What a create made upstream, recorded on its row as it becomes active. */
+export interface ActivationData {
+  cfTunnelId: string;
+  dnsRecordId: string | null;
+  accessAppId: string | null;
+  accessPolicyId: string | null;
 }
 
 /** What a takeover by the reaper found. */
@@ -156,8 +160,6 @@ export class TunnelRows {
     const conditions = [Prisma.sql`id = ${where.id}::uuid`, Prisma.sql`status::text = ANY(${[...where.from]}::text[])`];
     if (where.ownerId !== undefined) conditions.push(Prisma.sql`owner_id = ${where.ownerId}`);
     if (where.generation !== undefined) conditions.push(Prisma.sql`lease_generation = ${where.generation}::int`);
-    if (where.noDeleteRequested) conditions.push(Prisma.sql`delete_requested_at IS NULL`);
-    if (where.leaseHeld) conditions.push(Prisma.sql`lease_expires_at > clock_timestamp()`);
     if (where.leaseFree) conditions.push(Prisma.sql`(lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())`);
     if (event === null) {
       const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
@@ -175,6 +177,20 @@ export class TunnelRows {
       )
       SELECT ${TUNNEL_COLUMNS} FROM changed`;
     return changed;
+  }
+
+  /**
+   * A create's activation: its `creating` row becomes `active` with what was made upstream,
+   * and its `created` event is written, in one statement (activate_created_tunnel, whose plan
+   * PostgreSQL keeps). Only while the caller's lease generation still holds, the lease has not
+   * lapsed, and no DELETE was recorded; otherwise nothing changes and this returns undefined.
+   */
+  async activate(id: string, generation: number, made: ActivationData, event: { actor: string; details: Record<string, unknown> }): Promise<Tunnel | undefined> {
+    const [row] = await this.#prisma.$queryRaw<Tunnel[]>`
+      SELECT ${TUNNEL_COLUMNS}
+      FROM activate_created_tunnel(${id}::uuid, ${generation}::int, ${new Date()}, ${made.cfTunnelId}::uuid, ${made.dnsRecordId},
+        ${made.accessAppId}, ${made.accessPolicyId}, ${event.actor}, ${JSON.stringify(event.details)}::jsonb)`;
+    return row;
   }
 
   /**

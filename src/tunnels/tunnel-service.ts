@@ -201,11 +201,11 @@ export class TunnelService {
       if (gate.status === 'rejected') throw gate.reason;
       // No renewal may land after this point: activation hands the row's Redis deadline to heartbeats.
       await lease.stop();
-      const tunnel = await this.#rows.transition(
-        { id: row.id, from: ['creating'], generation: lease.generation, noDeleteRequested: true, leaseHeld: true },
-        { status: 'active', cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null, leaseMs: null, accessAppId: made.accessAppId ?? null, accessPolicyId: made.accessPolicyId ?? null },
+      const tunnel = await this.#rows.activate(
+        row.id,
+        lease.generation,
+        { cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null, accessAppId: made.accessAppId ?? null, accessPolicyId: made.accessPolicyId ?? null },
         {
-          type: 'created',
           actor: userActor(ownerId),
           details: {
             hostname: row.hostname, port: row.port, cfTunnelId: provisioned.cfTunnelId, dnsRecordId: made.dnsRecordId ?? null,

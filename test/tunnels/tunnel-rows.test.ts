@@ -4,7 +4,7 @@ import { isUniqueViolation } from '../../src/db/database-error.js';
 import type { PrismaClient } from '../../src/generated/prisma/client.js';
 import { createPrismaClient } from '../../src/plugins/prisma.js';
 import type { Placement } from '../../src/cloudflare/cloudflare-accounts.js';
-import { AccountsFullError, type NewTunnelRow, TunnelRows } from '../../src/tunnels/tunnel-rows.js';
+import { AccountsFullError, type ActivationData, type NewTunnelRow, TunnelRows } from '../../src/tunnels/tunnel-rows.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 /** Long enough not to lapse during a test unless a test makes it. */
@@ -28,6 +28,9 @@ afterAll(async () => {
 function newRow(ownerId = `owner-${randomUUID()}`, slug = `s-${randomUUID().slice(0, 12)}`): NewTunnelRow {
   return { id: randomUUID(), ownerId, slug, port: 3000 };
 }
+
+/** What a create made upstream, as fresh ids. */
+const made = (): ActivationData => ({ cfTunnelId: randomUUID(), dnsRecordId: randomUUID().replaceAll('-', ''), accessAppId: null, accessPolicyId: null });
 
 const eventsOf = async (tunnelId: string) =>
   (await prisma.tunnelEvent.findMany({ where: { tunnelId }, orderBy: { id: 'asc' } })).map((e) => [e.type, e.actor, e.details]);
@@ -145,7 +148,7 @@ describe('TunnelRows leases', () => {
     expect(held).toMatchObject({ taken: false, status: 'creating' });
     expect((held as { retryInMs: number }).retryInMs).toBeGreaterThan(LEASE_MS - 5_000);
 
-    const active = (await rows.transition({ id: row.id, from: ['creating'], generation: 1, leaseHeld: true }, { status: 'active', leaseMs: null }, { type: 'created', actor: 'system' }))!;
+    const active = (await rows.activate(row.id, 1, made(), { actor: 'system', details: {} }))!;
     expect(active.leaseExpiresAt).toBeNull();
     const lapsed = await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 });
     expect(lapsed).toMatchObject({ taken: true, previous: 'active', row: { status: 'ending', endReason: 'heartbeat_lapsed', leaseGeneration: 2 } });
@@ -170,7 +173,34 @@ describe('TunnelRows leases', () => {
   it('refuses to activate a create whose lease lapsed, even with its own generation', async () => {
     const row = (await rows.insertLive(newRow(), 5, LEASE_MS, ONE_ACCOUNT))!;
     await lapse(row.id);
-    expect(await rows.transition({ id: row.id, from: ['creating'], generation: 1, leaseHeld: true }, { status: 'active' }, { type: 'created', actor: 'system' })).toBeUndefined();
+    expect(await rows.activate(row.id, 1, made(), { actor: 'system', details: {} })).toBeUndefined();
+    expect(await eventsOf(row.id)).toEqual([]);
+  });
+
+  it('activates a create in one statement: the ids on the row, its lease cleared, one created event', async () => {
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS, ONE_ACCOUNT))!;
+    const ids = made();
+    const active = await rows.activate(row.id, 1, ids, { actor: `user:${row.ownerId}`, details: { port: row.port } });
+    expect(active).toMatchObject({ id: row.id, status: 'active', ...ids, leaseExpiresAt: null, leaseGeneration: 1, slug: row.slug, hostname: row.hostname });
+    expect(active!.updatedAt.getTime()).toBeGreaterThanOrEqual(row.updatedAt.getTime());
+    expect(await eventsOf(row.id)).toEqual([['created', `user:${row.ownerId}`, { port: row.port }]]);
+    // Only once: the row is no longer creating.
+    expect(await rows.activate(row.id, 1, made(), { actor: 'system', details: {} })).toBeUndefined();
+    expect(await eventsOf(row.id)).toHaveLength(1);
+  });
+
+  it('refuses to activate for a holder whose lease was taken over, and lets one of many concurrent activations win', async () => {
+    const taken = (await rows.insertLive(newRow(), 5, LEASE_MS, ONE_ACCOUNT))!;
+    await lapse(taken.id);
+    expect(await rows.takeOver(taken.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toMatchObject({ taken: true, row: { leaseGeneration: 2 } });
+    expect(await rows.activate(taken.id, 1, made(), { actor: 'system', details: {} })).toBeUndefined();
+    expect(await rows.activate(taken.id, 2, made(), { actor: 'system', details: {} })).toBeUndefined(); // ending, not creating
+    expect(await prisma.tunnel.findUniqueOrThrow({ where: { id: taken.id } })).toMatchObject({ status: 'ending', cfTunnelId: null });
+
+    const row = (await rows.insertLive(newRow(), 5, LEASE_MS, ONE_ACCOUNT))!;
+    const results = await Promise.all(Array.from({ length: 10 }, () => rows.activate(row.id, 1, made(), { actor: 'system', details: {} })));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await eventsOf(row.id)).toHaveLength(1);
   });
 
   it('records a DELETE of a creating tunnel once, tells the holder at its next renewal, and blocks activation', async () => {
@@ -181,7 +211,7 @@ describe('TunnelRows leases', () => {
     expect(await rows.requestDelete(row.id, row.ownerId, event)).toMatchObject({ status: 'creating' });
     expect(await eventsOf(row.id)).toHaveLength(1);
     expect(await rows.renewLease(row.id, 1, LEASE_MS)).toEqual({ held: true, deleteRequested: true });
-    expect(await rows.transition({ id: row.id, from: ['creating'], generation: 1, noDeleteRequested: true }, { status: 'active' }, { type: 'created', actor: 'system' })).toBeUndefined();
+    expect(await rows.activate(row.id, 1, made(), { actor: 'system', details: {} })).toBeUndefined();
     // A lapsed one is taken over as deleted, not as a failed create.
     await lapse(row.id);
     expect(await rows.takeOver(row.id, LEASE_MS, { heartbeatTtlSeconds: 60 })).toMatchObject({ taken: true, row: { endReason: 'deleted' } });
