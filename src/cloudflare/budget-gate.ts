@@ -33,6 +33,22 @@ interface GateContext {
   policy: BudgetPolicy;
   /** 'wait' only: every request of the operation shares this deadline. */
   waitUntil: number;
+  /** 'fail' only: how many slots the operation's first request takes for the whole operation. */
+  prepay: number;
+  /** Slots taken by an earlier request of this operation and not yet used: spent without Redis. */
+  prepaid: number;
+}
+
+/** What an operation declares up front about its requests. */
+export interface BudgetRequestOptions {
+  /**
+   * 'fail' only: the operation will make about this many requests (a create: the tunnel,
+   * then its DNS record and ingress). Its first request takes that many slots in one Redis
+   * call, as many as are free, and the next ones spend them; past them, each request takes
+   * its own. Slots taken and not spent (the operation failed early) count until the window
+   * passes them: the budget errs on Cloudflare's side.
+   */
+  prepay?: number;
 }
 
 /**
@@ -77,17 +93,26 @@ export class BudgetGate {
    * SDK request options that put one operation's requests under `policy`: pass the same
    * object to each of its SDK calls, so a 'wait' operation shares one deadline.
    */
-  requestOptions(policy: BudgetPolicy): { fetchOptions: { [BUDGET_CONTEXT]: GateContext } } {
-    return { fetchOptions: { [BUDGET_CONTEXT]: { policy, waitUntil: Date.now() + this.maxWaitMs } } };
+  requestOptions(policy: BudgetPolicy, options: BudgetRequestOptions = {}): { fetchOptions: { [BUDGET_CONTEXT]: GateContext } } {
+    const prepay = policy === 'fail' ? Math.max(1, Math.floor(options.prepay ?? 1)) : 1;
+    return { fetchOptions: { [BUDGET_CONTEXT]: { policy, waitUntil: Date.now() + this.maxWaitMs, prepay, prepaid: 0 } } };
   }
 
   wrapFetch(fetch: Fetch): Fetch {
     return async (input, gatedInit) => {
       const { [BUDGET_CONTEXT]: carried, ...init } = (gatedInit ?? {}) as RequestInit & { [BUDGET_CONTEXT]?: GateContext };
-      const context = carried ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs };
+      const context = carried ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs, prepay: 1, prepaid: 0 };
       if (context.policy === 'fail') {
-        const decision = await this.budget.tryAcquire({ reserve: this.reserveForWaiters });
-        return decision.ok ? fetch(input, init) : budgetExhaustedResponse(decision.retryAfterMs);
+        if (context.prepaid > 0) {
+          context.prepaid--;
+          return fetch(input, init);
+        }
+        const wanted = context.prepay;
+        context.prepay = 1;
+        const decision = await this.budget.tryAcquireUpTo(wanted, { reserve: this.reserveForWaiters });
+        if (!decision.ok) return budgetExhaustedResponse(decision.retryAfterMs);
+        context.prepaid += decision.taken - 1;
+        return fetch(input, init);
       }
       const closing = this.#closing.signal;
       const waited = await this.budget

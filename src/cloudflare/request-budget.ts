@@ -43,22 +43,28 @@ export interface WaitOptions extends AcquireOptions {
   signal?: AbortSignal;
 }
 
-// KEYS: the log. ARGV: limit (already net of any reserve), windowMs, member.
+// KEYS: the log. ARGV: limit (already net of any reserve), windowMs, member, wanted.
 // An entry admitted at s counts while now < s + window, so entries at or before
-// now - window are dropped first. Admits (and records) when fewer than `limit` remain.
-// Otherwise the caller can go once enough of the oldest entries expire that fewer than
-// `limit` remain: that is the entry at rank count - limit, whose time + window - now is
+// now - window are dropped first. Admits (and records) up to `wanted` entries, as many as
+// fit below `limit`; members past the first get a suffix, so each is its own entry.
+// When none fits, the caller can go once enough of the oldest entries expire that fewer
+// than `limit` remain: that is the entry at rank count - limit, whose time + window - now is
 // the wait (>= 1 ms, since it is still in the window).
-// Returns {1, 0} or {0, retryAfterMs}.
+// Returns {admitted, 0} (admitted >= 1) or {0, retryAfterMs}.
 const ACQUIRE = `${NOW_MS}
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local wanted = math.max(1, tonumber(ARGV[4]) or 1)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 if count < limit then
+  local take = math.min(wanted, limit - count)
   redis.call('ZADD', KEYS[1], now, ARGV[3])
+  for i = 2, take do
+    redis.call('ZADD', KEYS[1], now, ARGV[3] .. '#' .. i)
+  end
   redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0}
+  return {take, 0}
 end
 if limit < 1 then return {0, window} end
 local nth = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
@@ -72,7 +78,7 @@ return math.max(0, tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1]))
 `;
 
 interface BudgetCommands {
-  tbBudgetAcquire(key: string, limit: number, windowMs: number, member: string): Promise<[number, number]>;
+  tbBudgetAcquire(key: string, limit: number, windowMs: number, member: string, wanted: number): Promise<[number, number]>;
   tbBudgetRemaining(key: string, limit: number, windowMs: number): Promise<number>;
 }
 
@@ -108,10 +114,20 @@ export class RequestBudget {
 
   /** Takes a slot now, or says how long until one frees up. One Redis round trip. */
   async tryAcquire(options: AcquireOptions = {}): Promise<BudgetDecision> {
+    const taken = await this.tryAcquireUpTo(1, options);
+    return taken.ok ? { ok: true } : taken;
+  }
+
+  /**
+   * Takes up to `wanted` slots at once, as many as are free (at least one), or says how long
+   * until one frees up: an operation that knows it will make several requests pays one Redis
+   * round trip for all of them. One Redis round trip.
+   */
+  async tryAcquireUpTo(wanted: number, options: AcquireOptions = {}): Promise<{ ok: true; taken: number } | { ok: false; retryAfterMs: number }> {
     const limit = this.requests - this.#reserve(options.reserve);
     const member = `${this.#memberPrefix}:${(this.#sequence = (this.#sequence + 1) % Number.MAX_SAFE_INTEGER)}`;
-    const [ok, retryAfterMs] = await this.#redis.tbBudgetAcquire(this.#key, limit, this.windowMs, member);
-    return ok === 1 ? { ok: true } : { ok: false, retryAfterMs: Number(retryAfterMs) };
+    const [taken, retryAfterMs] = await this.#redis.tbBudgetAcquire(this.#key, limit, this.windowMs, member, Math.max(1, Math.floor(wanted)));
+    return taken >= 1 ? { ok: true, taken: Number(taken) } : { ok: false, retryAfterMs: Number(retryAfterMs) };
   }
 
   /**

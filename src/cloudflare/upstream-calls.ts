@@ -1,7 +1,7 @@
 import type Cloudflare from 'cloudflare';
 import type { CloudflareSdk } from './cloudflare-sdk.js';
 import { LogEvent, type Logger } from '../logging/logger.js';
-import type { BudgetGate, BudgetPolicy } from './budget-gate.js';
+import type { BudgetGate, BudgetPolicy, BudgetRequestOptions } from './budget-gate.js';
 import { translateUpstreamError, UpstreamError } from './upstream-error.js';
 
 /** Per-call SDK options: here, the budget policy of the operation the call belongs to. */
@@ -46,10 +46,10 @@ export class UpstreamCalls {
   }
 
   /** SDK options that put one operation's requests under the budget `policy` (none without a budget). */
-  budgetOptions(policy: BudgetPolicy): RequestOptions {
+  budgetOptions(policy: BudgetPolicy, options: BudgetRequestOptions = {}): RequestOptions {
     // The gate's fetchOptions hold only its own symbol-keyed field, which the SDK's type
     // (RequestInit fields) cannot name; the SDK passes it through to the gate's fetch.
-    return this.#budget ? (this.#budget.requestOptions(policy) as RequestOptions) : {};
+    return this.#budget ? (this.#budget.requestOptions(policy, options) as RequestOptions) : {};
   }
 
   /** Every SDK call goes through here: the one place upstream failures are translated, logged and measured. */

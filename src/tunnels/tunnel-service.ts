@@ -168,9 +168,10 @@ export class TunnelService {
       // (recoverAbandoned) makes it due, and the teardown finds what was made by name.
       // The gate (Access) is made alongside the tunnel, and both before the DNS record: the
       // hostname never resolves without its gate. The critical path stays two round trips.
+      const upstreamBudget = provider.creation.createBudget();
       const [checkBack, tunnelResult, gateResult] = await Promise.allSettled([
         lease.scheduleCheckBack(),
-        provider.creation.createTunnel(row.id),
+        provider.creation.createTunnel(row.id, upstreamBudget),
         gates.needsUpstream(access) ? gates.prepare(row.id, row.hostname, access, (ids) => noteGate(made, ids)) : Promise.resolve({}),
       ]);
       if (tunnelResult.status === 'fulfilled') made.cfTunnelId = tunnelResult.value.cfTunnelId;
@@ -189,8 +190,8 @@ export class TunnelService {
       const saved = { cfTunnelId: provisioned.cfTunnelId, ...(made.accessAppId ? { accessAppId: made.accessAppId } : {}), ...(made.accessPolicyId ? { accessPolicyId: made.accessPolicyId } : {}) };
       const [save, dns, ingress, gate] = await Promise.allSettled([
         this.#rows.saveUpstreamIds(row.id, lease.generation, saved),
-        provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id),
-        provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port),
+        provider.creation.createDnsRecord(row.hostname, provisioned.cfTunnelId, row.id, upstreamBudget),
+        provider.creation.configureIngress(provisioned.cfTunnelId, row.hostname, row.port, upstreamBudget),
         gates.finish(row.id, row.hostname, prepared),
       ]);
       if (dns.status === 'fulfilled') made.dnsRecordId = dns.value;

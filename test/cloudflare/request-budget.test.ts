@@ -133,6 +133,27 @@ describe('RequestBudget', () => {
     expect(await admittedCount(budget, 5)).toBe(3);
   });
 
+  it('takes several slots in one call, as many as are free, and counts each of them', async () => {
+    const [redis] = keySpace();
+    const budget = new RequestBudget(redis!, { requests: 5, windowSeconds: 60 });
+    expect(await budget.tryAcquireUpTo(3)).toEqual({ ok: true, taken: 3 });
+    expect(await budget.remaining()).toBe(2);
+    expect(await budget.tryAcquireUpTo(3)).toEqual({ ok: true, taken: 2 });
+    expect(await budget.remaining()).toBe(0);
+    const refused = await budget.tryAcquireUpTo(3);
+    expect(refused.ok).toBe(false);
+    expect((refused as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(59_000);
+    expect(await redis!.zcard(DEFAULT_REQUEST_BUDGET_KEY)).toBe(5);
+  });
+
+  it('a reserve caps what several slots at once can take', async () => {
+    const [redis] = keySpace();
+    const budget = new RequestBudget(redis!, { requests: 10, windowSeconds: 60 });
+    expect(await budget.tryAcquireUpTo(9, { reserve: 3 })).toEqual({ ok: true, taken: 7 });
+    expect((await budget.tryAcquireUpTo(2, { reserve: 3 })).ok).toBe(false);
+    expect(await budget.tryAcquireUpTo(5)).toEqual({ ok: true, taken: 3 });
+  });
+
   it('acquire waits its turn when the turn comes within the bound', async () => {
     const [redis] = keySpace();
     const budget = new RequestBudget(redis!, { requests: 2, windowSeconds: 1 });

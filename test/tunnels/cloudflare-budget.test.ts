@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RequestBudget } from '../../src/cloudflare/request-budget.js';
+import { DEFAULT_REQUEST_BUDGET_KEY, RequestBudget } from '../../src/cloudflare/request-budget.js';
 import { eventually, startTestBroker, type TestBroker, deadlineOf } from '../helpers/broker.js';
 
 const brokers: TestBroker[] = [];
@@ -63,6 +63,20 @@ describe('the Cloudflare request budget', () => {
     expect(sent).toBeGreaterThan(12);
     expect(b.emulator.count('tunnel.configuration.put')).toBe(3);
     expect(b.config.cloudflare.budget.requests - (await otherInstance(b).remaining())).toBe(sent);
+  });
+
+  it('a create takes the budget of its three upstream calls in one Redis call, and each call counts', async () => {
+    const b = await broker({ CLOUDFLARE_BUDGET_REQUESTS: '1000' });
+    const before = new Set(await b.redis.zrange(DEFAULT_REQUEST_BUDGET_KEY, 0, -1));
+    const calls = b.emulator.requests.length;
+    const res = await create(b, `user-${randomUUID()}`);
+    expect(res.statusCode).toBe(201);
+    expect(b.emulator.requests.length - calls).toBe(3);
+    const added = (await b.redis.zrange(DEFAULT_REQUEST_BUDGET_KEY, 0, -1)).filter((m) => !before.has(m));
+    // One acquisition: its member and two companions, all at one instant.
+    const first = added.find((m) => !m.includes('#'));
+    expect(added.sort()).toEqual([first, `${first}#2`, `${first}#3`].sort());
+    expect(new Set(await Promise.all(added.map((m) => b.redis.zscore(DEFAULT_REQUEST_BUDGET_KEY, m)))).size).toBe(1);
   });
 
   it('a create with the budget spent answers 503 + Retry-After at once and sends nothing upstream', async () => {
