@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config/env.js';
 import { redactUrl } from '../logging/redact-url.js';
+import { keepRedisConnected } from '../redis/keep-connected.js';
 import type { RedisClient } from '../redis/redis-client.js';
 
 declare module 'fastify' {
@@ -19,8 +20,9 @@ const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2_000);
 /**
  * Every key the broker writes goes through this client's keyPrefix, so several
  * deployments (or test files) can share one Redis without seeing each other. With sentinels,
- * the client asks them for the primary, and again after a failover (it also listens for
- * +switch-master to move at once); REDIS_URL then gives only credentials, database and TLS.
+ * the client asks them for the primary, and again after a failover (when the old primary's
+ * connection drops, or it answers READONLY); REDIS_URL then gives only credentials, database
+ * and TLS.
  * With cluster nodes, an ioredis Cluster: it follows MOVED/ASK redirections and failovers by
  * itself; `overrides` then apply to each node's connection.
  */
@@ -55,7 +57,10 @@ export function createRedisClient(options: RedisPluginOptions, overrides: RedisO
     db: Number.isInteger(db) ? db : 0,
     ...(tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
     sentinelRetryStrategy: retryStrategy,
-    failoverDetector: true,
+    // No failover detector: a +switch-master that arrives while a reconnect is still asking
+    // the sentinels cuts that connect short, and ioredis then ends the client for good (seen
+    // as a flaky failover test). A killed primary closes the connection anyway, and a demoted
+    // one answers READONLY (reconnectOnError above): both bring the client to the new primary.
   });
 }
 
@@ -102,7 +107,9 @@ export const redisPlugin = fp(
       throw new Error(`Cannot reach Redis at ${describeRedisTarget(options)}: ${(error as Error).message}`, { cause: error });
     }
     app.decorate<RedisClient>('redis', redis);
+    const stopKeeping = keepRedisConnected(redis, app.log);
     app.addHook('onClose', async () => {
+      stopKeeping();
       await redis.quit().catch(() => redis.disconnect());
     });
   },
