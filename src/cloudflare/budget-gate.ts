@@ -1,4 +1,5 @@
 import type { RequestBudget } from './request-budget.js';
+import { retryAfterMs } from './retry-after.js';
 import { BUDGET_RETRY_AFTER_MS_HEADER, CF_ERROR } from './upstream-error.js';
 
 /** What a request does when the budget is spent: refuse at once (creates) or wait its turn (teardowns, lists). */
@@ -89,6 +90,13 @@ export class BudgetGate {
     this.#closing.abort();
   }
 
+  /** A 429 from Cloudflare itself (never the gate's own refusals, which do not come this way) is remembered: see RequestBudget.markRefused. */
+  async #noteRefusal(response: Response): Promise<Response> {
+    if (response.status !== 429) return response;
+    await this.budget.markRefused(retryAfterMs(response.headers) ?? DEFAULT_CLOUDFLARE_BLOCK_MS).catch(() => {});
+    return response;
+  }
+
   /**
    * SDK request options that put one operation's requests under `policy`: pass the same
    * object to each of its SDK calls, so a 'wait' operation shares one deadline.
@@ -98,7 +106,8 @@ export class BudgetGate {
     return { fetchOptions: { [BUDGET_CONTEXT]: { policy, waitUntil: Date.now() + this.maxWaitMs, prepay, prepaid: 0 } } };
   }
 
-  wrapFetch(fetch: Fetch): Fetch {
+  wrapFetch(upstream: Fetch): Fetch {
+    const fetch: Fetch = async (input, init) => this.#noteRefusal(await upstream(input, init));
     return async (input, gatedInit) => {
       const { [BUDGET_CONTEXT]: carried, ...init } = (gatedInit ?? {}) as RequestInit & { [BUDGET_CONTEXT]?: GateContext };
       const context = carried ?? { policy: 'wait', waitUntil: Date.now() + this.maxWaitMs, prepay: 1, prepaid: 0 };
@@ -129,6 +138,9 @@ export class BudgetGate {
     };
   }
 }
+
+/** How long a 429 without Retry-After is remembered: Cloudflare blocks a token past its limit for five minutes. */
+export const DEFAULT_CLOUDFLARE_BLOCK_MS = 300_000;
 
 /** What a wait cut short by shutdown reports: another instance (or this one, restarted) soon takes over. */
 const CLOSED_RETRY_AFTER_MS = 1_000;

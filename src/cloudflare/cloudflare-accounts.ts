@@ -116,15 +116,19 @@ export class CloudflareAccounts {
 
   /**
    * Where a create may go: every account whose request budget can take a create now (beyond
-   * the share kept for teardowns), so a spent budget in one account sends new tunnels to the
-   * others instead of failing them. A hint, read before the insert: an account that spends its
-   * budget meanwhile fails that one create fast, as with one account. With one account, or
-   * when no budget has room, every account (the create then fails fast on its budget).
+   * the share kept for teardowns) and whose token Cloudflare has not refused lately (a 429,
+   * remembered for its Retry-After), so a spent budget or a blocked token in one account sends
+   * new tunnels to the others instead of failing them. A hint, read before the insert: an
+   * account that spends its budget meanwhile fails that one create fast, as with one account.
+   * With one account, or when no account is open, every account (the create then fails fast).
    */
   async placementForCreate(): Promise<Placement> {
     if (this.all.length === 1) return this.placement();
-    const remaining = await Promise.all(this.all.map((h) => h.budget.budget.remaining().catch(() => Number.POSITIVE_INFINITY)));
-    const open = this.all.filter((h, i) => remaining[i]! > h.budget.reserveForWaiters);
+    const [remaining, refused] = await Promise.all([
+      Promise.all(this.all.map((h) => h.budget.budget.remaining().catch(() => Number.POSITIVE_INFINITY))),
+      Promise.all(this.all.map((h) => h.budget.budget.refusedForMs().catch(() => 0))),
+    ]);
+    const open = this.all.filter((h, i) => remaining[i]! > h.budget.reserveForWaiters && refused[i] === 0);
     return this.placement(open.length > 0 ? open : this.all);
   }
 

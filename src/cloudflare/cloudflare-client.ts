@@ -2,6 +2,7 @@ import type { CloudflareConfig } from '../config/env.js';
 import type { BudgetGate } from './budget-gate.js';
 import { type CloudflareSdk, createCloudflareSdk } from './cloudflare-sdk.js';
 import { createNodeHttpFetch } from './node-http-fetch.js';
+import { retryAfterMs } from './retry-after.js';
 
 export const DEFAULT_CLOUDFLARE_BASE_URL = 'https://api.cloudflare.com/client/v4';
 
@@ -59,16 +60,4 @@ function capRetryAfter(fetch: Fetch, maxMs: number): Fetch {
     headers.set('x-should-retry', 'false');
     return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
   };
-}
-
-/** The server's requested wait, read as the SDK reads it. */
-function retryAfterMs(headers: Headers): number | undefined {
-  const ms = Number.parseFloat(headers.get('retry-after-ms') ?? '');
-  if (Number.isFinite(ms)) return ms;
-  const value = headers.get('retry-after');
-  if (!value) return undefined;
-  const seconds = Number.parseFloat(value);
-  if (Number.isFinite(seconds)) return seconds * 1000;
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : date - Date.now();
 }

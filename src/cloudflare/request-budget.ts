@@ -94,6 +94,8 @@ export class RequestBudget {
   readonly windowMs: number;
   readonly #redis: Redis & BudgetCommands;
   readonly #key: string;
+  /** Set while Cloudflare's last 429 for this token holds (see markRefused). */
+  readonly #refusedKey: string;
   /** Members must be unique: two admissions in one millisecond are two entries. */
   readonly #memberPrefix = randomBytes(6).toString('base64url');
   #sequence = 0;
@@ -110,6 +112,7 @@ export class RequestBudget {
     this.requests = options.requests;
     this.windowMs = Math.round(options.windowSeconds * 1000);
     this.#key = options.key ?? DEFAULT_REQUEST_BUDGET_KEY;
+    this.#refusedKey = `${this.#key}:refused`;
   }
 
   /** Takes a slot now, or says how long until one frees up. One Redis round trip. */
@@ -151,6 +154,23 @@ export class RequestBudget {
       await sleep(Math.max(MIN_POLL_MS, last.retryAfterMs + jitter), undefined, { signal: options.signal });
     }
     return last;
+  }
+
+  /**
+   * Cloudflare answered one of this token's requests with 429. Its limit counts every client
+   * of the token, not only the broker, so the token may be blocked (for five minutes) whatever
+   * the broker's own count says. Remembered for `ms`, for every instance: placement sends new
+   * tunnels to other accounts meanwhile. Requests are not refused because of it; Cloudflare
+   * answers them itself, and its Retry-After reaches the caller as before.
+   */
+  async markRefused(ms: number): Promise<void> {
+    await this.#redis.set(this.#refusedKey, '1', 'PX', Math.max(1, Math.round(ms)));
+  }
+
+  /** How long the last 429 from Cloudflare is still remembered, ms (0: none). */
+  async refusedForMs(): Promise<number> {
+    const ttl = await this.#redis.pttl(this.#refusedKey);
+    return ttl > 0 ? ttl : 0;
   }
 
   /** Slots free right now (ignoring any reserve). */

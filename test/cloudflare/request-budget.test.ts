@@ -154,6 +154,19 @@ describe('RequestBudget', () => {
     expect(await budget.tryAcquireUpTo(5)).toEqual({ ok: true, taken: 3 });
   });
 
+  it("remembers Cloudflare's refusal of the token for as long as asked, for every instance, without spending slots", async () => {
+    const [one, other] = keySpace(2);
+    const budget = new RequestBudget(one!, { requests: 5, windowSeconds: 60 });
+    const seenByOther = new RequestBudget(other!, { requests: 5, windowSeconds: 60 });
+    expect(await seenByOther.refusedForMs()).toBe(0);
+    await budget.markRefused(300);
+    expect(await seenByOther.refusedForMs()).toBeGreaterThan(200);
+    expect(await seenByOther.remaining()).toBe(5);
+    const until = Date.now() + 1_000;
+    for (let i = 0; i < 50 && (await seenByOther.refusedForMs()) > 0 && Date.now() < until; i++) await sleep(50);
+    expect(await seenByOther.refusedForMs()).toBe(0);
+  });
+
   it('acquire waits its turn when the turn comes within the bound', async () => {
     const [redis] = keySpace();
     const budget = new RequestBudget(redis!, { requests: 2, windowSeconds: 1 });

@@ -131,6 +131,30 @@ describe('two Cloudflare accounts, two tunnels each', () => {
     for (const m of [alpha, next, avoided]) expect((await remove(broker, m.userId, m.body.tunnelId)).statusCode).toBe(204);
   });
 
+  it("sends new tunnels to the other account while Cloudflare refuses one account's token (429), for as long as its Retry-After", async () => {
+    // Both accounts are empty: alpha, first listed, is where the next create goes.
+    const refusedBy = broker.emulators[0]!.injectFault({ kind: 'rateLimit', endpoint: 'tunnel.create', retryAfterSec: 30, times: 1 });
+    const refused = await create(broker, user());
+    refusedBy();
+    expect(refused.statusCode).toBe(503);
+    expect(refused.headers['retry-after']).toBe('30');
+    const alphaBudget = new RequestBudget(broker.redis, { ...broker.config.cloudflare.budget, key: 'cf-budget' });
+    expect(await alphaBudget.refusedForMs()).toBeGreaterThan(25_000);
+    expect(await alphaBudget.refusedForMs()).toBeLessThanOrEqual(30_000);
+
+    // Alpha is still the less loaded (its refused create ended), but its token was refused.
+    const alphaCreates = broker.emulators[0]!.count('tunnel.create');
+    const elsewhere = await createOk(broker);
+    expect(elsewhere.row.cfAccountId).toBe(broker.emulators[1]!.accountId);
+    expect(broker.emulators[0]!.count('tunnel.create')).toBe(alphaCreates);
+
+    // Once the refusal has passed (here: forgotten), alpha takes creates again.
+    await broker.redis.del('cf-budget:refused');
+    const back = await createOk(broker);
+    expect(back.row.cfAccountId).toBe(broker.emulators[0]!.accountId);
+    for (const m of [elsewhere, back]) expect((await remove(broker, m.userId, m.body.tunnelId)).statusCode).toBe(204);
+  });
+
   it('reconciles every account: an orphan in the second account is removed with its own token', async () => {
     const beta = broker.app.cloudflareAccounts.all[1]!;
     const client = createCloudflareClient(accountConfig(broker.config.cloudflare, beta.account));
